@@ -1,0 +1,62 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Everything else is a step of those.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CLI := $(BIN)/cdr-publisher
+
+.PHONY: help venv stack-up stack-down stack-status lint typecheck unit integration test demo bench bench-quick clean
+
+help:
+	@echo "make demo    - local Kafka + registry + Webex simulator, run the publisher, show what landed"
+	@echo "make test    - lint, type check, unit and integration tests against a real local stack"
+	@echo "make bench   - throughput and memory benchmarks (make bench-quick for a short run)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+stack-up: venv
+	$(CLI) stack up
+
+stack-down: venv
+	$(CLI) stack down
+
+stack-status: venv
+	$(CLI) stack status
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+integration: venv
+	$(BIN)/pytest tests/integration
+
+# The stack comes up first and goes down whatever happens, so a failed run leaves no java behind.
+test: venv
+	@set -euo pipefail; \
+	if $(CLI) stack status >/dev/null 2>&1; then started=0; else started=1; fi; \
+	if [ $$started = 1 ]; then trap '$(CLI) stack down' EXIT; fi; \
+	$(CLI) stack up; \
+	$(MAKE) --no-print-directory lint typecheck; \
+	$(BIN)/pytest tests
+
+demo: venv
+	@set -euo pipefail; \
+	$(CLI) stack up; \
+	echo "The local stack is up. The publishing pipeline has not landed yet: nothing else to demo."
+
+clean:
+	-$(CLI) stack down --purge
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,126 @@
+"""The one exception tree of cdr-publisher.
+
+Every error the package raises on purpose derives from :class:`PublisherError` and says whether
+trying again may help (``retriable``) and, where the other side told us, after how long
+(``retry_after``). Library errors (requests, confluent-kafka) are translated at the I/O boundary
+with ``raise ... from`` so that callers only ever handle this tree::
+
+    PublisherError
+    ├── ConfigError                 a setting is missing or invalid (names the setting)
+    ├── UsageError                  a command-line argument is invalid (exit 2)
+    ├── StackError                  the local Kafka + registry stack cannot start or stop
+    ├── WebexError                  the Webex API refused or failed (carries the tracking id)
+    │   ├── WebexRequestError       400/403/...: our request is wrong, never retried
+    │   ├── WebexAuthError          401 after a refresh, or the token endpoint refused
+    │   ├── WebexRegionError        451 whose message names no host we can read
+    │   ├── WebexRateLimitedError        429 (retriable after Retry-After)
+    │   ├── WebexUnavailableError        5xx, time-outs, connection errors (retriable)
+    │   └── WebexBadPageError            a reply too large or not JSON (retriable, page kept)
+    ├── WindowError                 a time window breaks the endpoint's rules
+    ├── SchemaError                 the registry refused the schema, or it does not match
+    ├── KafkaError                  broker unavailable or a transaction failed (retriable flag)
+    └── FencedError                 another instance owns this transactional.id (fatal, exit 3)
+"""
+
+from __future__ import annotations
+
+
+class PublisherError(Exception):
+    """Base of every error cdr-publisher raises on purpose."""
+
+    retriable: bool = False
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class ConfigError(PublisherError):
+    """A setting is missing or invalid; the message names the setting."""
+
+
+class UsageError(PublisherError):
+    """A command-line argument is invalid; the CLI prints usage and exits 2."""
+
+
+class StackError(PublisherError):
+    """The local Kafka + Schema Registry stack could not be started, checked or stopped."""
+
+
+class WebexError(PublisherError):
+    """The Webex API answered with an error or could not be reached."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        tracking_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.status = status
+        self.tracking_id = tracking_id
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.status is not None:
+            parts.append(f"(HTTP {self.status})")
+        if self.tracking_id:
+            parts.append(f"[trackingId {self.tracking_id}]")
+        return " ".join(parts)
+
+
+class WebexRequestError(WebexError):
+    """Our request was refused (400, 403, ...): sending it again would not help."""
+
+
+class WebexAuthError(WebexError):
+    """The token is invalid even after a refresh, or the token endpoint refused us."""
+
+
+class WebexRegionError(WebexError):
+    """A 451 reply whose message names no regional host we can read."""
+
+
+class WebexRateLimitedError(WebexError):
+    """429: wait ``retry_after`` seconds, then try again."""
+
+    retriable = True
+
+
+class WebexUnavailableError(WebexError):
+    """5xx, a time-out or a connection error: back off and try again."""
+
+    retriable = True
+
+
+class WebexBadPageError(WebexError):
+    """A reply that is too large or not the JSON page we expect; the bytes are kept."""
+
+    retriable = True
+
+    def __init__(self, message: str, *, body: bytes, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.body = body
+
+
+class WindowError(PublisherError):
+    """A requested time window breaks the endpoint's rules (too old, too long, too recent)."""
+
+
+class SchemaError(PublisherError):
+    """The Schema Registry refused our schema, or the registered one differs from ours."""
+
+
+class KafkaError(PublisherError):
+    """The broker could not be reached or a transaction failed."""
+
+    def __init__(self, message: str, *, retriable: bool = False) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+
+
+class FencedError(PublisherError):
+    """Another instance with the same transactional.id took over: stop, exit 3."""
