@@ -7,9 +7,12 @@ Expected failures print one line and exit non-zero without a stack trace: a bad 
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import sys
 from collections.abc import Callable, Sequence
 
+import publisher.commands
 from publisher import __version__
 from publisher.errors import FencedError, PublisherError, UsageError
 
@@ -21,26 +24,6 @@ EXIT_FENCED = 3
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _stack(args: argparse.Namespace) -> int:
-    from publisher import stack  # noqa: PLC0415 - each command imports only what it needs
-
-    config = stack.StackConfig.from_env()
-    if args.action == "up":
-        addrs = stack.up(config)
-        print(f"kafka     {addrs['kafka']}")
-        print(f"registry  {addrs['registry']}")
-        return EXIT_OK
-    if args.action == "down":
-        stopped = stack.down(config, purge=args.purge)
-        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
-        return EXIT_OK
-    states = stack.status(config)
-    addrs = stack.addresses(config)
-    for name, ok in states.items():
-        print(f"{name:<9} {'up' if ok else 'down':<5} {addrs[name]}")
-    return EXIT_OK if all(states.values()) else EXIT_FAILURE
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cdr-publisher",
@@ -48,22 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    stack_cmd = commands.add_parser(
-        "stack", help="start, stop or check the local Kafka + Schema Registry (no Docker)"
-    )
-    stack_cmd.add_argument("action", choices=["up", "down", "status"])
-    stack_cmd.add_argument(
-        "--purge", action="store_true", help="with down: also delete the stack's data"
-    )
-    stack_cmd.set_defaults(handler=_stack)
+    # Each command lives in its own module under publisher/commands with a register() function,
+    # so adding a command never touches this file.
+    for info in sorted(pkgutil.iter_modules(publisher.commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"publisher.commands.{info.name}")
+        module.register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler: Handler = args.handler
+    handler: Handler = args.handler  # every command sets it with set_defaults(handler=...)
     try:
         return handler(args)
     except UsageError as exc:

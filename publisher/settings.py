@@ -1,0 +1,217 @@
+"""The one settings object, built once at the entry point and passed down.
+
+Sources, highest first: environment variables ``CDR_PUBLISHER_<NAME>``, then keyword arguments
+and an optional TOML file (``--config``; keys are the setting names in lower case), then defaults.
+An unknown ``CDR_PUBLISHER_*`` variable or TOML key, or an invalid value, stops start-up with a
+:class:`ConfigError` that names the setting. Secrets are ``SecretStr`` and print as ``**********``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from publisher.errors import ConfigError
+
+ENV_PREFIX = "CDR_PUBLISHER_"
+DEFAULT_WEBEX_BASE_URL = "https://analytics-calling.webexapis.com"
+DEFAULT_TOKEN_URL = "https://webexapis.com/v1/access_token"  # noqa: S105 - a URL, not a secret
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """Every setting of cdr-publisher. Environment: ``CDR_PUBLISHER_`` + the name in upper case."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+        env_nested_delimiter=None,
+    )
+
+    # --- Webex --------------------------------------------------------------------------------
+    webex_base_url: str = Field(
+        DEFAULT_WEBEX_BASE_URL,
+        description="Webex analytics host; http only for loopback (the simulator)",
+    )
+    webex_token: SecretStr | None = Field(None, description="static access token")
+    webex_token_file: Path | None = Field(None, description="file holding a static access token")
+    webex_client_id: str | None = Field(None, description="OAuth integration client id")
+    webex_client_secret: SecretStr | None = Field(None, description="OAuth client secret")
+    webex_refresh_token: SecretStr | None = Field(None, description="OAuth refresh token")
+    webex_refresh_token_file: Path | None = Field(
+        None,
+        description="where the rotated refresh token is kept (mode 0600); read first if present",
+    )
+    webex_token_url: str = Field(DEFAULT_TOKEN_URL, description="OAuth token endpoint")
+    webex_initial_requests_per_minute: float = Field(
+        1.0, gt=0, description="initial requests per minute per token (Webex: 1)"
+    )
+    webex_page_requests_per_minute: float = Field(
+        10.0, gt=0, description="pagination requests per minute per token (Webex: 10)"
+    )
+    webex_page_size: int = Field(5000, ge=500, le=5000, description="`max` records per page")
+    webex_locations: list[str] = Field(
+        default_factory=list, max_length=10, description="location names to filter on (max 10)"
+    )
+    webex_timeout_seconds: float = Field(30.0, gt=0, description="HTTP timeout per request")
+    webex_max_reply_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="a larger reply is refused (untrusted input)"
+    )
+    webex_clock_skew_seconds: float = Field(
+        30.0, ge=0, description="margin kept from every window boundary"
+    )
+
+    # --- Kafka --------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="bootstrap servers")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="security.protocol"
+    )
+    kafka_sasl_mechanism: (
+        Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None
+    ) = Field(None, description="sasl.mechanism")
+    kafka_sasl_username: str | None = Field(None, description="sasl.username")
+    kafka_sasl_password: SecretStr | None = Field(None, description="sasl.password")
+    kafka_ssl_ca_location: Path | None = Field(None, description="ssl.ca.location")
+    kafka_ssl_certificate_location: Path | None = Field(
+        None, description="ssl.certificate.location"
+    )
+    kafka_ssl_key_location: Path | None = Field(None, description="ssl.key.location")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="ssl.key.password")
+    kafka_extra: dict[str, str] = Field(
+        default_factory=dict, description="any other librdkafka property (JSON object in env)"
+    )
+
+    # --- Schema Registry ----------------------------------------------------------------------
+    schema_registry_url: str = Field(
+        "http://127.0.0.1:8081", description="Confluent-compatible URL"
+    )
+    schema_registry_basic_auth: SecretStr | None = Field(
+        None, description="user:password for the registry"
+    )
+    schema_registry_ca_location: Path | None = Field(None, description="CA bundle for the registry")
+    schema_auto_register: bool = Field(
+        default=True, description="register the event schema at start; off: require it registered"
+    )
+
+    # --- Topics -------------------------------------------------------------------------------
+    events_topic: str = Field("webex.calling.cdr", min_length=1, description="events topic")
+    state_topic: str = Field(
+        "webex.calling.cdr.state", min_length=1, description="compacted state topic"
+    )
+    dlq_topic: str = Field("webex.calling.cdr.dlq", min_length=1, description="dead letter topic")
+    create_topics: bool = Field(default=True, description="create missing topics at start")
+    topic_partitions: int = Field(6, ge=1, description="partitions of created topics")
+    topic_replication_factor: int = Field(
+        -1, description="replication of created topics (-1: the broker's default)"
+    )
+
+    # --- The daemon ---------------------------------------------------------------------------
+    org_id: str = Field("default", min_length=1, description="Webex org id this instance serves")
+    deployment_id: str = Field(
+        "default", min_length=1, description="names this deployment in transactional.id"
+    )
+    poll_interval_seconds: float = Field(60.0, gt=0, description="seconds between stream polls")
+    overlap_seconds: float = Field(
+        300.0, ge=0, description="each poll re-reads this much before the cursor"
+    )
+    dedup_horizon_hours: float = Field(
+        13.0, gt=0, description="how long a Report ID is remembered (covers the 12 h stream)"
+    )
+    batch_max_records: int = Field(5000, ge=1, description="records per Kafka transaction")
+    http_host: str = Field("127.0.0.1", description="health/metrics/admin HTTP host")
+    http_port: int = Field(9400, ge=0, le=65535, description="health/metrics/admin HTTP port")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    log_format: Literal["json", "console"] = Field("json", description="log line format")
+
+    @field_validator("webex_base_url", "webex_token_url", "schema_registry_url")
+    @classmethod
+    def _https_unless_loopback(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http(s) URL, got {url!r}")
+        if parts.scheme == "http" and not is_loopback_url(url):
+            raise ValueError("plain http is only allowed for loopback hosts; use https")
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL") and self.kafka_sasl_mechanism is None:
+            raise ValueError("kafka_sasl_mechanism is required with a SASL security protocol")
+        return self
+
+    @property
+    def dedup_horizon_seconds(self) -> float:
+        return self.dedup_horizon_hours * 3600.0
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],  # noqa: ARG003 - the signature pydantic-settings calls
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - no .env files on purpose
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file comes in through init kwargs (see load_settings) below env vars.
+        return (env_settings, init_settings)
+
+
+def _env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def _unknown_env() -> list[str]:
+    known = {_env_name(name) for name in Settings.model_fields}
+    return sorted(
+        k for k in os.environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown setting {unknown[0]!r}")
+    return data
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings, or raise ConfigError naming the first bad setting."""
+    unknown = _unknown_env()
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]} (see `cdr-publisher config --help`)")
+    values: dict[str, Any] = _read_toml(config_file) if config_file else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = [str(part) for part in error["loc"]]
+        name = loc[0] if loc else "settings"
+        where = _env_name(name) if loc else "settings"
+        # Never echo the input: it may be a secret.
+        raise ConfigError(f"invalid setting {where}: {error['msg']}") from None
