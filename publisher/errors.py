@@ -18,6 +18,7 @@ with ``raise ... from`` so that callers only ever handle this tree::
     │   └── WebexBadPageError            a reply too large or not JSON (retriable, page kept)
     ├── WindowError                 a time window breaks the endpoint's rules
     ├── SchemaError                 the registry refused the schema, or it does not match
+    │   └── SchemaRegistryUnavailableError   the registry cannot be reached (retriable)
     ├── KafkaError                  broker unavailable or a transaction failed (retriable flag)
     └── FencedError                 another instance owns this transactional.id (fatal, exit 3)
 """
@@ -112,6 +113,12 @@ class WindowError(PublisherError):
 
 class SchemaError(PublisherError):
     """The Schema Registry refused our schema, or the registered one differs from ours."""
+
+
+class SchemaRegistryUnavailableError(SchemaError):
+    """The registry could not be reached: back off and try again."""
+
+    retriable = True
 
 
 class KafkaError(PublisherError):

@@ -1,0 +1,1 @@
+"""Kafka I/O: client configuration, topics, the state topic, the transactional sink."""

@@ -1,0 +1,72 @@
+"""librdkafka and Schema Registry client settings, built from ours (security passed through)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from publisher.settings import Settings
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    """Properties every Kafka client of ours shares: servers and security."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "security.protocol": settings.kafka_security_protocol,
+        "client.id": f"cdr-publisher-{settings.deployment_id}",
+    }
+    if settings.kafka_sasl_mechanism:
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+    if settings.kafka_sasl_username:
+        config["sasl.username"] = settings.kafka_sasl_username
+    if settings.kafka_sasl_password:
+        config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    optional_paths = {
+        "ssl.ca.location": settings.kafka_ssl_ca_location,
+        "ssl.certificate.location": settings.kafka_ssl_certificate_location,
+        "ssl.key.location": settings.kafka_ssl_key_location,
+    }
+    config.update({k: str(v) for k, v in optional_paths.items() if v is not None})
+    if settings.kafka_ssl_key_password:
+        config["ssl.key.password"] = settings.kafka_ssl_key_password.get_secret_value()
+    # Anything else librdkafka knows (OAUTHBEARER OIDC settings, timeouts...) passes through last,
+    # so an operator can override what we chose.
+    config.update(settings.kafka_extra)
+    return config
+
+
+def producer_config(settings: Settings, transactional_id: str) -> dict[str, Any]:
+    return {
+        **client_config(settings),
+        "transactional.id": transactional_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        # Transactions of a few thousand records commit in milliseconds; a minute covers a broker
+        # hiccup without holding back read_committed consumers for long.
+        "transaction.timeout.ms": 60000,
+        "linger.ms": 20,
+        "compression.type": "zstd",
+        "queue.buffering.max.messages": 200000,
+        "message.max.bytes": 4 * 1024 * 1024,
+        **settings.kafka_extra,
+    }
+
+
+def consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
+    return {
+        **client_config(settings),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+        **settings.kafka_extra,
+    }
+
+
+def registry_config(settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {"url": settings.schema_registry_url}
+    if settings.schema_registry_basic_auth:
+        config["basic.auth.user.info"] = settings.schema_registry_basic_auth.get_secret_value()
+    if settings.schema_registry_ca_location:
+        config["ssl.ca.location"] = str(settings.schema_registry_ca_location)
+    return config

@@ -1,0 +1,76 @@
+"""Create missing topics and refuse a state topic that is not compacted."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+
+from publisher.errors import ConfigError, KafkaError
+from publisher.settings import Settings
+
+TIMEOUT_S = 30.0
+
+
+def _describe_policy(admin: AdminClient, topic: str) -> str:
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    configs = admin.describe_configs([resource])[resource].result(timeout=TIMEOUT_S)
+    return str(configs["cleanup.policy"].value)
+
+
+def wanted_topics(settings: Settings) -> dict[str, NewTopic]:
+    rf = settings.topic_replication_factor
+    return {
+        settings.events_topic: NewTopic(
+            settings.events_topic,
+            num_partitions=settings.topic_partitions,
+            replication_factor=rf,
+            # Never compacted: the legs of one call share a key.
+            config={"cleanup.policy": "delete"},
+        ),
+        # One partition: restore reads it in order, and it holds small records only.
+        settings.state_topic: NewTopic(
+            settings.state_topic,
+            num_partitions=1,
+            replication_factor=rf,
+            config={"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"},
+        ),
+        settings.dlq_topic: NewTopic(
+            settings.dlq_topic,
+            num_partitions=settings.topic_partitions,
+            replication_factor=rf,
+            config={"cleanup.policy": "delete"},
+        ),
+    }
+
+
+def ensure_topics(admin: AdminClient, settings: Settings) -> list[str]:
+    """Create what is missing (when allowed) and check the policies; returns the topics created."""
+    try:
+        existing = set(admin.list_topics(timeout=TIMEOUT_S).topics)
+        wanted = wanted_topics(settings)
+        missing = [topic for name, topic in wanted.items() if name not in existing]
+        if missing and not settings.create_topics:
+            names = ", ".join(t.topic for t in missing)
+            raise ConfigError(f"topics missing and CDR_PUBLISHER_CREATE_TOPICS is off: {names}")
+        futures = admin.create_topics(missing).values() if missing else []
+        for future in futures:
+            try:
+                future.result(timeout=TIMEOUT_S)
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):  # another instance raced us: fine
+                    raise
+        state_policy = _describe_policy(admin, settings.state_topic)
+        events_policy = _describe_policy(admin, settings.events_topic)
+    except KafkaException as exc:
+        raise KafkaError(f"cannot check or create topics: {exc}", retriable=True) from exc
+    if "compact" not in state_policy.split(","):
+        raise ConfigError(
+            f"CDR_PUBLISHER_STATE_TOPIC {settings.state_topic!r} has "
+            f"cleanup.policy={state_policy}; it must be compacted (cleanup.policy=compact)"
+        )
+    if "compact" in events_policy.split(","):
+        raise ConfigError(
+            f"CDR_PUBLISHER_EVENTS_TOPIC {settings.events_topic!r} is compacted; legs of one call "
+            "share a key, so compaction would delete events: use cleanup.policy=delete"
+        )
+    return [t.topic for t in missing]
