@@ -497,7 +497,7 @@ def parse_page(body: bytes) -> ParsedPage:
         raise WebexBadPageError(f"page is not JSON: {exc}", body=body) from None
     items = page.get("items") if isinstance(page, dict) else None
     if not isinstance(items, list):
-        raise WebexBadPageError("page is not a JSON object with an 'items' list", body=body)
+        raise WebexBadPageError("page has no 'items' list", body=body)
     records: list[Cdr] = []
     rejected: list[RejectedRecord] = []
     add_record = records.append
