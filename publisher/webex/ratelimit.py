@@ -1,0 +1,181 @@
+"""Client-side rate limits of the Webex CDR API, per token. No I/O: clock and sleep are injected.
+
+Webex allows, per token, 1 initial request and 10 pagination requests a minute and answers 429
+beyond that. Its counters are per token, not per caller, so every caller using one token in this
+process (the live stream, a replay, the ``fetch`` command) must draw from ONE limiter:
+:func:`limiter_for` keeps them in a registry keyed by a hash of the token's identity.
+
+Each kind of request is a sliding window: at most ``n`` requests in any ``n * 60 / rate``
+seconds (``n`` = the whole part of the rate, at least 1; so 10/min allows a burst of 10, and
+0.2/min one request every 5 minutes). A sliding window is never looser than the server's own
+count, whether Webex counts per calendar minute or over any 60 seconds, where a token bucket
+of the same rate would allow nearly twice the rate in its first minute.
+
+Waiters queue by priority (higher first, then first come first served), so the live stream goes
+before a replay when both wait for the same kind of slot. A 429 from Webex is reported with
+:meth:`RateLimiter.defer`, which holds every caller of the token until the ``Retry-After`` ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from enum import Enum
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+
+
+class Kind(Enum):
+    """Webex counts initial requests (a new window) apart from next-page requests."""
+
+    INITIAL = "initial"
+    PAGE = "page"
+
+
+# A waiter that is not first in line re-checks at least this often (in clock seconds) once the
+# slot it waits behind is due: the head may have given up, and no waiter ever spins.
+_QUEUE_RECHECK_S = 0.05
+
+
+class _Window:
+    """The sliding window of one kind: the send times of the last ``limit`` requests."""
+
+    def __init__(self, per_minute: float, slack: float) -> None:
+        if per_minute <= 0:
+            raise ValueError("a rate must be positive")
+        self.limit = max(1, int(per_minute))
+        # Slack covers what the network adds between our send and Webex's count.
+        self.span = self.limit * 60.0 / per_minute * (1.0 + slack)
+        self.sent: deque[float] = deque(maxlen=self.limit)
+
+    def free_at(self) -> float:
+        if len(self.sent) < self.limit:
+            return float("-inf")
+        return self.sent[0] + self.span
+
+
+class RateLimiter:
+    """One token's limits: :meth:`acquire` blocks (with the injected sleep) until a slot is free.
+
+    Thread-safe; the lock is never held while sleeping.
+    """
+
+    def __init__(
+        self,
+        *,
+        initial_per_minute: float = 1.0,
+        page_per_minute: float = 10.0,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
+        slack: float = 0.01,
+    ) -> None:
+        self.initial_per_minute = initial_per_minute
+        self.page_per_minute = page_per_minute
+        self._clock = clock
+        self._sleep = sleep
+        self._windows = {
+            Kind.INITIAL: _Window(initial_per_minute, slack),
+            Kind.PAGE: _Window(page_per_minute, slack),
+        }
+        self._held_until = float("-inf")
+        self._queues: dict[Kind, list[tuple[int, int]]] = {Kind.INITIAL: [], Kind.PAGE: []}
+        self._tickets = itertools.count()
+        self._lock = threading.Lock()
+
+    def acquire(self, kind: Kind, priority: int = 0, *, sleep: Sleep | None = None) -> float:
+        """Wait for a slot of ``kind`` and take it; return the clock seconds waited.
+
+        A higher ``priority`` goes first among waiters of the same kind. ``sleep`` overrides the
+        limiter's (a caller's own sleep may raise to abort the wait, e.g. on shutdown).
+        """
+        nap = sleep or self._sleep
+        started = self._clock()
+        entry = (-priority, next(self._tickets))
+        queue = self._queues[kind]
+        with self._lock:
+            heapq.heappush(queue, entry)
+        try:
+            while True:
+                with self._lock:
+                    now = self._clock()
+                    due = self._due(kind)
+                    first = queue[0] == entry
+                    if first and due <= now:
+                        heapq.heappop(queue)
+                        self._windows[kind].sent.append(now)
+                        return now - started
+                    delay = due - now if first else max(due - now, _QUEUE_RECHECK_S)
+                nap(delay)
+        except BaseException:
+            with self._lock:
+                if entry in queue:
+                    queue.remove(entry)
+                    heapq.heapify(queue)
+            raise
+
+    def defer(self, seconds: float) -> None:
+        """Hold every request of this token for ``seconds`` from now (a 429's Retry-After)."""
+        with self._lock:
+            self._held_until = max(self._held_until, self._clock() + seconds)
+
+    def next_free(self, kind: Kind) -> float:
+        """The clock time at which a request of ``kind`` could be sent (<= now: at once)."""
+        with self._lock:
+            return self._due(kind)
+
+    def _due(self, kind: Kind) -> float:
+        return max(self._windows[kind].free_at(), self._held_until)
+
+
+class LimiterRegistry:
+    """The limiters of this process, one per token, keyed by a hash of the token's identity."""
+
+    def __init__(self) -> None:
+        self._limiters: dict[str, RateLimiter] = {}
+        self._lock = threading.Lock()
+
+    def get(
+        self,
+        identity: str,
+        *,
+        initial_per_minute: float,
+        page_per_minute: float,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
+    ) -> RateLimiter:
+        """The limiter shared by every caller of ``identity``; created with these rates if new.
+
+        Only a SHA-256 of ``identity`` is kept, so a token used as its own identity is never held
+        here in the clear.
+        """
+        key = hashlib.sha256(identity.encode("utf-8")).hexdigest()
+        with self._lock:
+            limiter = self._limiters.get(key)
+            if limiter is None:
+                limiter = RateLimiter(
+                    initial_per_minute=initial_per_minute,
+                    page_per_minute=page_per_minute,
+                    clock=clock,
+                    sleep=sleep,
+                )
+                self._limiters[key] = limiter
+            return limiter
+
+    def __len__(self) -> int:
+        return len(self._limiters)
+
+
+REGISTRY = LimiterRegistry()
+
+
+def limiter_for(identity: str, *, initial_per_minute: float, page_per_minute: float) -> RateLimiter:
+    """The process-wide limiter of the token named by ``identity`` (see LimiterRegistry)."""
+    return REGISTRY.get(
+        identity, initial_per_minute=initial_per_minute, page_per_minute=page_per_minute
+    )

@@ -1,0 +1,163 @@
+"""The per-token limiter: sliding-window limits, 429 holds, priority, and the shared registry."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from publisher.webex.ratelimit import Kind, LimiterRegistry, RateLimiter
+
+
+class FakeTime:
+    """A clock that only moves when someone sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def limiter(t: FakeTime, initial: float = 1.0, page: float = 10.0) -> RateLimiter:
+    return RateLimiter(
+        initial_per_minute=initial, page_per_minute=page, clock=t.clock, sleep=t.sleep, slack=0.0
+    )
+
+
+def test_one_initial_request_a_minute() -> None:
+    """The first initial request goes at once; the second waits a full minute."""
+    t = FakeTime()
+    lim = limiter(t)
+
+    assert lim.acquire(Kind.INITIAL) == 0.0
+    assert lim.acquire(Kind.INITIAL) == pytest.approx(60.0)
+    assert t.now == pytest.approx(1060.0)
+
+
+def test_ten_pages_a_minute_in_any_sixty_seconds() -> None:
+    """Ten page requests go at once, the eleventh waits until the first is 60 s old."""
+    t = FakeTime()
+    lim = limiter(t)
+    sent = []
+    for _ in range(21):
+        lim.acquire(Kind.PAGE)
+        sent.append(t.now)
+
+    assert sent[:10] == [1000.0] * 10
+    assert sent[10] == pytest.approx(1060.0)
+    # Never more than ten in any 60-second span.
+    for i in range(len(sent) - 10):
+        assert sent[i + 10] - sent[i] >= 60.0 - 1e-9
+
+
+def test_kinds_are_counted_apart() -> None:
+    """An initial request does not use up a page slot, nor the reverse."""
+    t = FakeTime()
+    lim = limiter(t)
+    lim.acquire(Kind.INITIAL)
+    for _ in range(10):
+        lim.acquire(Kind.PAGE)
+
+    assert t.now == 1000.0
+
+
+def test_fractional_rate_spaces_requests() -> None:
+    """0.2 initial requests a minute (the older documented limit) is one every 5 minutes."""
+    t = FakeTime()
+    lim = limiter(t, initial=0.2)
+    lim.acquire(Kind.INITIAL)
+    lim.acquire(Kind.INITIAL)
+
+    assert t.now == pytest.approx(1300.0)
+
+
+def test_defer_holds_every_kind() -> None:
+    """After a 429's Retry-After, both kinds wait until the hold ends."""
+    t = FakeTime()
+    lim = limiter(t)
+    lim.defer(42.0)
+
+    assert lim.acquire(Kind.PAGE) == pytest.approx(42.0)
+    lim.defer(5.0)
+    assert lim.acquire(Kind.INITIAL) == pytest.approx(5.0)
+
+
+def test_a_sleep_that_raises_leaves_the_queue_clean() -> None:
+    """A waiter aborted by its sleep (shutdown) gives up its place; others are not blocked."""
+    t = FakeTime()
+    lim = limiter(t)
+    lim.acquire(Kind.INITIAL)
+
+    def abort(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        lim.acquire(Kind.INITIAL, sleep=abort)
+    assert lim.acquire(Kind.INITIAL) == pytest.approx(60.0)
+
+
+def test_higher_priority_waiter_goes_first() -> None:
+    """When a replay and the live stream both wait for the next slot, the stream gets it."""
+    lock = threading.Lock()
+    now = [0.0]
+    order: list[str] = []
+    both_waiting = threading.Barrier(2)
+
+    def clock() -> float:
+        with lock:
+            return now[0]
+
+    lim = RateLimiter(initial_per_minute=1.0, clock=clock, sleep=lambda _s: None, slack=0.0)
+    lim.acquire(Kind.INITIAL)  # the slot is taken until t=60
+    release = threading.Event()
+
+    def sleeper(seconds: float) -> None:
+        # Time stands still until both callers are queued, then jumps past the slot.
+        release.wait(5)
+        with lock:
+            now[0] = max(now[0], 60.0)
+        threading.Event().wait(min(seconds, 0.01))
+
+    def caller(name: str, priority: int) -> None:
+        both_waiting.wait(5)
+        lim.acquire(Kind.INITIAL, priority, sleep=sleeper)
+        order.append(name)
+
+    replay = threading.Thread(target=caller, args=("replay", 0))
+    live = threading.Thread(target=caller, args=("live", 10))
+    replay.start()
+    live.start()
+    while len(lim._queues[Kind.INITIAL]) < 2:
+        threading.Event().wait(0.001)
+    release.set()
+    live.join(10)
+    with lock:
+        now[0] = 200.0
+    replay.join(10)
+
+    assert order == ["live", "replay"]
+
+
+def test_registry_shares_one_limiter_per_identity_and_keeps_only_a_hash() -> None:
+    """Two callers of one token get the same limiter; the registry never holds the token."""
+    registry = LimiterRegistry()
+    a = registry.get("static:secret-token-value", initial_per_minute=1, page_per_minute=10)
+    b = registry.get("static:secret-token-value", initial_per_minute=5, page_per_minute=50)
+    c = registry.get("other", initial_per_minute=1, page_per_minute=10)
+
+    assert a is b
+    assert a is not c
+    assert len(registry) == 2
+    assert all("secret" not in key for key in registry._limiters)
+
+
+def test_rates_must_be_positive() -> None:
+    """A zero rate is a configuration mistake, refused at once."""
+    with pytest.raises(ValueError, match="positive"):
+        RateLimiter(initial_per_minute=0)
