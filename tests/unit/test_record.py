@@ -230,14 +230,12 @@ def test_empty_na_and_null_are_absent(absent: object) -> None:
 
 
 def test_na_is_a_value_for_wxcc_consult_merge_status() -> None:
-    """'NA' is kept where the API says it is a real value; '' is still absent there."""
-    assert (
-        _cdr(_record(**{"WxCC consult merge status": "NA"})).fields["wxcc_consult_merge_status"]
-        == "NA"
-    )
-    assert (
-        "wxcc_consult_merge_status" not in _cdr(_record(**{"WxCC consult merge status": ""})).fields
-    )
+    """'NA' / 'na' are kept where the API says they are real values; '' is still absent there."""
+    for na in ("NA", "na"):
+        cdr = _cdr(_record(**{"WxCC consult merge status": na}))
+        assert cdr.fields["wxcc_consult_merge_status"] == na
+    empty = _cdr(_record(**{"WxCC consult merge status": ""}))
+    assert "wxcc_consult_merge_status" not in empty.fields
 
 
 @pytest.mark.parametrize(
