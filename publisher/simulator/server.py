@@ -1,0 +1,742 @@
+"""The Webex CDR API simulator: ``cdr_stream``, ``cdr_feed``, OAuth refresh and admin endpoints.
+
+It runs a stdlib :class:`ThreadingHTTPServer` on a thread. Traffic comes from
+:mod:`publisher.simulator.generator` (pure and lazy), faults from :mod:`.faults`. What it
+enforces, in the order a request meets it: bearer token (401), home region by ``Host`` header
+(451), injected 5xx and 429, rate limits per token (429 + ``Retry-After``), the window rules of
+the endpoint to the second (400), then the page (200 with an opaque ``Link: rel="next"``, or 404
+for an empty window). Every reply carries a ``TrackingID`` header and Webex error bodies carry
+``trackingId``.
+
+Pagination serves a snapshot: the next link pins the time the first page was computed, so records
+that become visible while a client pages are left for a later window instead of shifting pages.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import ipaddress
+import math
+import secrets
+import socket
+import threading
+import time
+import uuid
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import orjson
+
+from publisher.simulator import faults as fault_rules
+from publisher.simulator.faults import Faults, RequestDice
+from publisher.simulator.generator import (
+    Endpoint,
+    Leg,
+    Record,
+    Traffic,
+    datetime_to_ms,
+    ms_to_iso,
+)
+
+Clock = Callable[[], datetime]
+
+REGION_MESSAGES: tuple[str, ...] = (
+    # The three wordings Webex has used for 451; the client must read the host out of any.
+    "The organization's data is hosted in another region. Please use {host}",
+    "Organization data resides in a different region, use the regional URL: {host}",
+    'Requests for this organization should go to URL: "{url}"',
+)
+NO_CDRS = "No CDRs for requested time range and filters"
+RATE_LIMITED = "Request rate exceeds threshold"
+BAD_TOKEN = "The request requires a valid access token set in the Authorization request header."  # noqa: S105
+MAX_LOCATIONS = 10
+PAGE_MIN, PAGE_MAX = 500, 5000
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRules:
+    path: str
+    max_age_s: int
+    """How far back startTime may be."""
+    min_end_age_s: int
+    """endTime must be at least this old..."""
+    end_age_strict: bool
+    """...or strictly older than it (feed: 'more than 5 minutes ago')."""
+    max_window_s: int
+
+
+RULES: dict[Endpoint, EndpointRules] = {
+    "stream": EndpointRules(
+        "/v1/cdr_stream", 12 * 3600, 60, end_age_strict=False, max_window_s=2 * 3600
+    ),
+    "feed": EndpointRules(
+        "/v1/cdr_feed", 30 * 86400, 300, end_age_strict=True, max_window_s=12 * 3600
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    seed: int = 1
+    calls_per_minute: float = 20.0
+    history_hours: float = 13.0
+    port: int = 0
+    host: str = "127.0.0.1"
+    static_token: str | None = "sim-token"  # noqa: S105 - a fixed test credential
+    client_id: str = "sim-client"
+    client_secret: str = "sim-secret"  # noqa: S105 - a fixed test credential
+    refresh_token: str = "sim-refresh"  # noqa: S105 - a fixed test credential
+    access_token_lifetime_s: float = 3600.0
+    refresh_token_lifetime_s: float = 90 * 86400.0
+    initial_per_minute: float = 1.0
+    pages_per_minute: float = 10.0
+    rate_limits: bool = True
+    home_region: str | None = None
+    """The host (``localhost`` or ``localhost:PORT``; without a port the bound one is used) that
+    serves CDRs; any other ``Host`` header gets 451. None: every host is served."""
+    region_messages: tuple[str, ...] = REGION_MESSAGES
+    faults: Faults = field(default_factory=Faults)
+    clock: Clock | None = None
+    cache_buckets: int = 720
+
+
+class RateLimiter:
+    """Token buckets per key: ``per_minute`` requests a minute, a burst of that many (min 1)."""
+
+    def __init__(self, per_minute: float) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, per_minute)
+        self._state: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str, now_s: float) -> float:
+        """0 if a request may go now (and count it); else the seconds until one may."""
+        tokens, last = self._state.get(key, (self.capacity, now_s))
+        tokens = min(self.capacity, tokens + max(0.0, now_s - last) * self.rate)
+        if tokens >= 1.0:
+            self._state[key] = (tokens - 1.0, now_s)
+            return 0.0
+        self._state[key] = (tokens, now_s)
+        return (1.0 - tokens) / self.rate
+
+
+def parse_webex_time(value: str) -> int | None:
+    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` (fraction optional) as epoch ms; None if not that form."""
+    if len(value) < 20 or value[10] != "T" or not value.endswith("Z"):
+        return None
+    try:
+        dt = datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    frac = value[19:-1]
+    if frac and (frac[0] != "." or not frac[1:].isdigit() or not 1 <= len(frac) - 1 <= 6):
+        return None
+    ms = int((frac[1:] + "000")[:3]) if frac else 0
+    return int(dt.timestamp()) * 1000 + ms
+
+
+def check_window(endpoint: Endpoint, start_ms: int, end_ms: int, now_ms: int) -> str | None:
+    """The 400 message for a window the endpoint refuses, or None. Whole seconds, like Webex."""
+    rules = RULES[endpoint]
+    now_s, start_s, end_s = now_ms // 1000, start_ms // 1000, end_ms // 1000
+    if start_ms >= end_ms:
+        return "startTime must be before endTime"
+    if now_s - start_s > rules.max_age_s:
+        return f"startTime must not be more than {_span(rules.max_age_s)} ago"
+    end_age = now_s - end_s
+    if end_age < rules.min_end_age_s or (rules.end_age_strict and end_age == rules.min_end_age_s):
+        word = "more than" if rules.end_age_strict else "at least"
+        return f"endTime must be {word} {_span(rules.min_end_age_s)} ago"
+    if end_s - start_s > rules.max_window_s:
+        limit = _span(rules.max_window_s)
+        return f"The time range between startTime and endTime must not exceed {limit}"
+    return None
+
+
+def _span(seconds: int) -> str:
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400} days"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} hours"
+    n = seconds // 60
+    return f"{n} minute" if n == 1 else f"{n} minutes"
+
+
+EntryKey = tuple[int, str, int]  # (key time ms, Report ID, copy: 0 first, 1 duplicate)
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    keys: list[EntryKey]
+    legs: list[Leg]
+
+
+class _Reply(Exception):  # noqa: N818 - control flow, never escapes the handler
+    def __init__(
+        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+class Simulator:
+    """The simulator; a context manager that serves on a thread while open."""
+
+    def __init__(self, config: SimulatorConfig | None = None) -> None:
+        self.config = cfg = config or SimulatorConfig()
+        self._clock: Clock = cfg.clock or (lambda: datetime.now(UTC))
+        now_ms = self.now_ms()
+        self.traffic = Traffic(
+            cfg.seed,
+            cfg.calls_per_minute,
+            history_start_ms=now_ms - int(cfg.history_hours * 3_600_000),
+            cache_buckets=cfg.cache_buckets,
+        )
+        self._faults = cfg.faults
+        self._dice = RequestDice(cfg.seed)
+        self._lock = threading.RLock()
+        self._windows: OrderedDict[tuple[Any, ...], _Window] = OrderedDict()
+        self._initial = RateLimiter(cfg.initial_per_minute)
+        self._pages = RateLimiter(cfg.pages_per_minute)
+        self._access: dict[str, float] = {}  # access token -> expiry (clock seconds)
+        self._refresh = cfg.refresh_token
+        self._refresh_expiry = now_ms / 1000 + cfg.refresh_token_lifetime_s
+        self._token_serial = 0
+        self._region_turn = 0
+        self._stats: Counter[str] = Counter()
+        self._served: set[str] = set()
+        self._malformed: dict[str, str] = {}
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self.home_host: str | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> Simulator:
+        """Bind and serve on a thread (OSError if the address is taken); idempotent."""
+        if self._server is not None:
+            return self
+        server = _Server((self.config.host, self.config.port), _Handler)
+        server.simulator = self
+        self._server = server
+        home = self.config.home_region
+        if home is not None:
+            home = home.split("://", 1)[-1].rstrip("/")
+            self.home_host = home if ":" in home else f"{home}:{self.port}"
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="webex-sim"
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the simulator is not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    @property
+    def home_url(self) -> str:
+        """The URL a client must use when a home region is set (else the base URL)."""
+        return f"http://{self.home_host}" if self.home_host else self.base_url
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.base_url}/v1/access_token"
+
+    def now_ms(self) -> int:
+        return datetime_to_ms(self._clock())
+
+    # --- ground truth and control --------------------------------------------------------------
+
+    def records_between(
+        self,
+        endpoint: Endpoint,
+        start: datetime,
+        end: datetime,
+        locations: frozenset[str] | None = None,
+    ) -> list[Record]:
+        """The clean records visible now whose insertion (stream) or start (feed) is in
+        [start, end), in serving order. Faults are not applied."""
+        with self._lock:
+            legs = self._legs(endpoint, datetime_to_ms(start), datetime_to_ms(end), locations)
+            return [dict(self.traffic.record(g)) for g in legs]
+
+    def expected_records(
+        self,
+        endpoint: Endpoint,
+        start: datetime,
+        end: datetime,
+        locations: frozenset[str] | None = None,
+    ) -> dict[str, str]:
+        """Report ID -> Correlation ID of every record :meth:`records_between` would return."""
+        with self._lock:
+            legs = self._legs(endpoint, datetime_to_ms(start), datetime_to_ms(end), locations)
+        return {g.report_id: g.correlation_id for g in legs}
+
+    def expected_report_ids(
+        self,
+        endpoint: Endpoint,
+        start: datetime,
+        end: datetime,
+        locations: frozenset[str] | None = None,
+    ) -> set[str]:
+        return set(self.expected_records(endpoint, start, end, locations))
+
+    def _legs(
+        self, endpoint: Endpoint, start_ms: int, end_ms: int, locations: frozenset[str] | None
+    ) -> list[Leg]:
+        legs = self.traffic.legs_between(endpoint, start_ms, end_ms, now_ms=self.now_ms())
+        chosen = [g for g in legs if not locations or g.location in locations]
+        chosen.sort(key=lambda g: (g.key_ms(endpoint), g.report_id))
+        return chosen
+
+    def served_report_ids(self) -> set[str]:
+        """Report IDs that appeared in served pages (a record served without one is not here)."""
+        with self._lock:
+            return set(self._served)
+
+    def malformed_report_ids(self) -> dict[str, str]:
+        """Report ID -> kind of corruption of every malformed record served so far."""
+        with self._lock:
+            return dict(self._malformed)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            out = dict.fromkeys(("200", "400", "401", "404", "429", "451", "5xx"), 0)
+            out.update(dict.fromkeys(("tokens_issued", "records_served", "requests"), 0))
+            out.update(self._stats)
+            return out
+
+    @property
+    def faults(self) -> Faults:
+        return self._faults
+
+    def set_faults(self, faults: Faults) -> None:
+        with self._lock:
+            self._faults = faults
+
+    def expire_tokens(self) -> int:
+        """Expire every issued access token now (the static token stays valid); how many."""
+        with self._lock:
+            expired = len(self._access)
+            self._access.clear()
+            return expired
+
+    @property
+    def current_refresh_token(self) -> str:
+        with self._lock:
+            return self._refresh
+
+    # --- request handling (called from handler threads) ----------------------------------------
+
+    def _count(self, status: int) -> None:
+        with self._lock:
+            self._stats["requests"] += 1
+            self._stats["5xx" if status >= 500 else str(status)] += 1
+
+    def _authorise(self, header: str | None) -> str:
+        token = header[7:].strip() if header and header[:7].lower() == "bearer " else ""
+        if token:
+            if token == self.config.static_token:
+                return token
+            with self._lock:
+                expiry = self._access.get(token)
+                if expiry is not None and expiry > self.now_ms() / 1000:
+                    return token
+        raise _Reply(401, {"message": BAD_TOKEN})
+
+    def _check_region(self, host_header: str | None) -> None:
+        if self.home_host is None or (host_header or "").lower() == self.home_host.lower():
+            return
+        messages = self.config.region_messages or REGION_MESSAGES
+        with self._lock:
+            template = messages[self._region_turn % len(messages)]
+            self._region_turn += 1
+        host = self.home_host
+        raise _Reply(451, {"message": template.format(host=host, url=f"http://{host}")})
+
+    def _rate_limit(self, token: str, paging: bool) -> None:
+        if not self.config.rate_limits:
+            return
+        limiter = self._pages if paging else self._initial
+        with self._lock:
+            wait = limiter.take(token, self.now_ms() / 1000)
+        if wait > 0:
+            raise _Reply(429, {"message": RATE_LIMITED}, {"Retry-After": str(math.ceil(wait))})
+
+    def handle_cdrs(
+        self, endpoint: Endpoint, query: dict[str, list[str]], host: str, headers: Any
+    ) -> tuple[int, bytes, dict[str, str]]:
+        token = self._authorise(headers.get("Authorization"))
+        self._check_region(headers.get("Host"))
+        status, delay, force_429 = self._dice.roll(self._faults)
+        if delay:
+            time.sleep(delay)
+        if status is not None:
+            raise _Reply(status, {"message": "Simulated server error"})
+        if force_429:
+            raise _Reply(429, {"message": RATE_LIMITED}, {"Retry-After": "1"})
+        paging = "cursor" in query
+        self._rate_limit(token, paging)
+
+        def one(name: str) -> str | None:
+            values = query.get(name)
+            return values[-1] if values else None
+
+        now_ms = self.now_ms()
+        start_ms, end_ms = (
+            _time_param(one("startTime"), "startTime"),
+            _time_param(one("endTime"), "endTime"),
+        )
+        if not paging:
+            problem = check_window(endpoint, start_ms, end_ms, now_ms)
+            if problem:
+                raise _Reply(400, {"message": problem})
+        page_size = _max_param(one("max"))
+        raw_locations = one("locations") or ""
+        names = [n.strip() for n in raw_locations.split(",") if n.strip()]
+        if len(names) > MAX_LOCATIONS:
+            raise _Reply(400, {"message": f"At most {MAX_LOCATIONS} locations are allowed"})
+        locations = frozenset(names)
+        as_of = _int_param(one("asOf"), "asOf") if paging else now_ms
+        cursor = _cursor_param(one("cursor")) if paging else None
+
+        with self._lock:
+            faults = self._faults
+            window = self._window(
+                endpoint,
+                start_ms=start_ms,
+                end_ms=end_ms,
+                locations=locations,
+                as_of=as_of,
+                faults=faults,
+            )
+            lo = bisect.bisect_right(window.keys, cursor) if cursor else 0
+            chosen = window.legs[lo : lo + page_size]
+            records, served = [], 0
+            for g in chosen:
+                record, kind = fault_rules.corrupt(self.traffic.record(g), faults, self.config.seed)
+                records.append(record)
+                served += 1
+                if kind is not None:
+                    self._malformed[g.report_id] = kind
+                if kind != "missing-report-id":
+                    self._served.add(g.report_id)
+            self._stats["records_served"] += served
+        if not window.legs and not paging:
+            raise _Reply(404, {"message": NO_CDRS})
+        out_headers: dict[str, str] = {}
+        hi = lo + len(chosen)
+        if hi < len(window.legs):
+            last = window.keys[hi - 1]
+            params = {
+                "startTime": ms_to_iso(start_ms),
+                "endTime": ms_to_iso(end_ms),
+                **({"locations": ",".join(sorted(locations))} if locations else {}),
+                "max": str(page_size),
+                "startTimeForNextFetch": ms_to_iso(window.keys[hi][0]),
+                "cursor": f"{last[0]}~{last[1]}~{last[2]}",
+                "asOf": str(as_of),
+                "orgId": self.traffic.org.uuid,
+                "totalCount": str(len(window.legs)),
+            }
+            url = f"http://{host}{RULES[endpoint].path}?{urlencode(params)}"
+            out_headers["Link"] = f'<{url}>; rel="next"'
+        return 200, orjson.dumps({"items": records}), out_headers
+
+    def _window(
+        self,
+        endpoint: Endpoint,
+        *,
+        start_ms: int,
+        end_ms: int,
+        locations: frozenset[str],
+        as_of: int,
+        faults: Faults,
+    ) -> _Window:
+        # A stream window ending before as_of is complete whatever as_of is: share one entry.
+        snapshot = min(as_of, end_ms) if endpoint == "stream" else as_of
+        key = (endpoint, start_ms, end_ms, locations, snapshot, faults.duplicates)
+        window = self._windows.get(key)
+        if window is not None:
+            self._windows.move_to_end(key)
+            return window
+        seed = self.config.seed
+        dup = faults.duplicates > 0
+        lookback = fault_rules.DUPLICATE_MAX_DELAY_MS if dup and endpoint == "stream" else 0
+        entries: list[tuple[EntryKey, Leg]] = []
+        for g in self.traffic.legs_between(
+            endpoint, start_ms, end_ms, now_ms=snapshot, lookback_ms=lookback
+        ):
+            if locations and g.location not in locations:
+                continue
+            at = g.key_ms(endpoint)
+            if at >= start_ms:
+                entries.append(((at, g.report_id, 0), g))
+            if dup and fault_rules.is_duplicated(faults, seed, g.report_id):
+                if endpoint == "feed":
+                    entries.append(((at, g.report_id, 1), g))
+                else:
+                    again = g.inserted_ms + fault_rules.duplicate_delay_ms(seed, g.report_id)
+                    if start_ms <= again < end_ms and again <= snapshot:
+                        entries.append(((again, g.report_id, 1), g))
+        entries.sort(key=lambda e: e[0])
+        window = _Window([e[0] for e in entries], [e[1] for e in entries])
+        self._windows[key] = window
+        if len(self._windows) > 16:
+            self._windows.popitem(last=False)
+        return window
+
+    def handle_token(self, form: dict[str, list[str]]) -> tuple[int, bytes, dict[str, str]]:
+        def one(name: str) -> str:
+            values = form.get(name)
+            return values[-1] if values else ""
+
+        cfg = self.config
+        if one("grant_type") != "refresh_token":
+            raise _Reply(
+                400, _oauth_error("unsupported_grant_type", "grant_type must be refresh_token")
+            )
+        if one("client_id") != cfg.client_id or one("client_secret") != cfg.client_secret:
+            raise _Reply(401, _oauth_error("invalid_client", "client authentication failed"))
+        with self._lock:
+            now_s = self.now_ms() / 1000
+            if one("refresh_token") != self._refresh or now_s >= self._refresh_expiry:
+                raise _Reply(
+                    400, _oauth_error("invalid_grant", "refresh token is invalid or expired")
+                )
+            self._token_serial += 1
+            access = f"sim-at-{self._token_serial}-{secrets.token_hex(12)}"
+            self._refresh = f"sim-rt-{self._token_serial}-{secrets.token_hex(12)}"
+            self._refresh_expiry = now_s + cfg.refresh_token_lifetime_s
+            self._access[access] = now_s + cfg.access_token_lifetime_s
+            self._stats["tokens_issued"] += 1
+            body = {
+                "access_token": access,
+                "expires_in": int(cfg.access_token_lifetime_s),
+                "refresh_token": self._refresh,
+                "refresh_token_expires_in": int(cfg.refresh_token_lifetime_s),
+                "token_type": "Bearer",
+            }
+        return 200, orjson.dumps(body), {}
+
+    def handle_admin(
+        self, method: str, path: str, query: dict[str, list[str]], body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        if method == "GET" and path == "/_sim/stats":
+            return 200, orjson.dumps(self.stats()), {}
+        if method == "GET" and path == "/_sim/served":
+            served = {"report_ids": sorted(self.served_report_ids())}
+            served["malformed"] = self.malformed_report_ids()  # type: ignore[assignment]
+            return 200, orjson.dumps(served), {}
+        if method == "GET" and path == "/_sim/faults":
+            return 200, orjson.dumps(self.faults.to_dict()), {}
+        if method == "POST" and path == "/_sim/faults":
+            faults = _parse_faults(body, self.faults)
+            self.set_faults(faults)
+            return 200, orjson.dumps(faults.to_dict()), {}
+        if method == "POST" and path == "/_sim/expire-tokens":
+            return 200, orjson.dumps({"expired": self.expire_tokens()}), {}
+        if method == "GET" and path == "/_sim/expected":
+            endpoint = _one(query, "endpoint") or "stream"
+            if endpoint not in RULES:
+                raise _Reply(400, {"message": "endpoint must be stream or feed"})
+            start = _time_param(_one(query, "startTime"), "startTime")
+            end = _time_param(_one(query, "endTime"), "endTime")
+            expected = self.expected_records(
+                endpoint,
+                datetime.fromtimestamp(start / 1000, UTC),
+                datetime.fromtimestamp(end / 1000, UTC),
+            )
+            return 200, orjson.dumps({"records": expected}), {}
+        raise _Reply(404, {"message": f"no admin resource {method} {path}"})
+
+
+def _parse_faults(body: bytes, base: Faults) -> Faults:
+    try:
+        values = orjson.loads(body or b"{}")
+    except orjson.JSONDecodeError:
+        raise _Reply(400, {"message": "the body is not JSON"}) from None
+    if not isinstance(values, dict):
+        raise _Reply(400, {"message": "a JSON object of fault probabilities is expected"})
+    try:
+        return Faults.from_mapping(values, base=base)
+    except (ValueError, TypeError) as exc:
+        raise _Reply(400, {"message": str(exc)}) from None
+
+
+def _oauth_error(code: str, description: str) -> dict[str, Any]:
+    return {"error": code, "error_description": description, "message": description}
+
+
+def _one(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[-1] if values else None
+
+
+def _time_param(value: str | None, name: str) -> int:
+    if value is None:
+        raise _Reply(400, {"message": f"{name} is required"})
+    ms = parse_webex_time(value)
+    if ms is None:
+        raise _Reply(400, {"message": f"{name} must be in the format YYYY-MM-DDTHH:MM:SS.mmmZ"})
+    return ms
+
+
+def _max_param(value: str | None) -> int:
+    if value is None or value == "":
+        return PAGE_MAX
+    try:
+        n = int(value)
+    except ValueError:
+        raise _Reply(400, {"message": "max must be an integer"}) from None
+    return min(PAGE_MAX, max(PAGE_MIN, n))
+
+
+def _int_param(value: str | None, name: str) -> int:
+    try:
+        return int(value or "")
+    except ValueError:
+        raise _Reply(400, {"message": f"{name} is not valid"}) from None
+
+
+def _cursor_param(value: str | None) -> EntryKey:
+    parts = (value or "").split("~")
+    try:
+        return int(parts[0]), parts[1], int(parts[2])
+    except (ValueError, IndexError):
+        raise _Reply(400, {"message": "cursor is not valid"}) from None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    simulator: Simulator
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._connections: set[socket.socket] = set()
+        self._conn_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._conn_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._conn_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Wake handler threads parked on idle keep-alive connections so they finish."""
+        with self._conn_lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+    server_version = "WebexCdrSimulator/1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """Quiet: the tests and the demo read stdout."""
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _route(
+        self,
+        sim: Simulator,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        body: bytes,
+    ) -> tuple[int, bytes, dict[str, str]]:
+        if path.startswith("/_sim/"):
+            if not _is_loopback(self.client_address[0]):
+                raise _Reply(403, {"message": "admin endpoints answer loopback only"})
+            return sim.handle_admin(method, path, query, body)
+        if path == "/v1/access_token" and method == "POST":
+            form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+            return sim.handle_token(form)
+        if method == "GET" and path in ("/v1/cdr_stream", "/v1/cdr_feed"):
+            endpoint: Endpoint = "stream" if path.endswith("stream") else "feed"
+            host = self.headers.get("Host") or f"{sim.config.host}:{sim.port}"
+            return sim.handle_cdrs(endpoint, query, host, self.headers)
+        raise _Reply(404, {"message": f"The requested resource {path} was not found"})
+
+    def _dispatch(self, method: str) -> None:
+        sim = self.server.simulator
+        tracking = self.headers.get("TrackingID") or f"SIM_{uuid.uuid4()}"
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        parts = urlsplit(self.path)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        path = parts.path.rstrip("/") or "/"
+        try:
+            status, payload, headers = self._route(sim, method, path, query, body)
+        except _Reply as reply:
+            status, headers = reply.status, reply.headers
+            error = dict(reply.body)
+            if "errors" not in error:
+                error["errors"] = [{"description": error["message"]}]
+            error["trackingId"] = tracking
+            payload = orjson.dumps(error)
+        if not path.startswith("/_sim/"):
+            sim._count(status)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("TrackingID", tracking)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
