@@ -367,6 +367,9 @@ def parse_record(obj: object, raw: bytes | None = None) -> Cdr | RejectedRecord:
 def _parse(obj: object, raw: bytes | None) -> Cdr | RejectedRecord:
     if not isinstance(obj, dict):
         return _reject(obj, raw, f"not a JSON object (got {_json_type(obj)})", None)
+    if obj.__class__ is not dict:
+        # A subclass may answer a missing key (defaultdict) instead of raising KeyError.
+        obj = dict(obj)
     plan = _plan_by_size.get(len(obj))
     plain_values: tuple[Any, ...] = ()
     if plan is not None:

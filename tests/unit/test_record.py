@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -506,3 +507,16 @@ def test_a_body_that_is_not_a_page_raises_bad_page(body: bytes, message: str) ->
         parse_page(body)
 
     assert info.value.body == body
+
+
+def test_a_dict_subclass_that_invents_missing_keys_is_read_as_it_is() -> None:
+    """A defaultdict is neither changed nor read as having keys it does not have."""
+    _cdr(SAMPLES[2])  # leaves a plan for 87-key records behind
+    record: defaultdict[str, object] = defaultdict(str, {"Report ID": "r-1", "Duration": 4})
+    record.update({f"extra {i}": i for i in range(85)})
+
+    cdr = _cdr(record)
+
+    assert cdr.fields == {"report_id": "r-1", "duration": 4}
+    assert len(cdr.unknown) == 85
+    assert len(record) == 87
