@@ -758,7 +758,7 @@ def test_compose_publisher_is_locked_down_like_production() -> None:
 def test_compose_publisher_env_is_settings_the_daemon_accepts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Every publisher variable names a setting, and together they build valid Settings."""
+    """Publisher variables are settings, build valid Settings, match the simulator's port/token."""
     services = _compose()["services"]
     env = services["publisher"]["environment"]
     assert set(env) <= SETTING_ENV_NAMES, set(env) - SETTING_ENV_NAMES
@@ -766,10 +766,10 @@ def test_compose_publisher_env_is_settings_the_daemon_accepts(
     for name, value in env.items():
         monkeypatch.setenv(name, _interpolate(str(value)))
     settings = Settings()
-    simulator_port = services["simulator"]["command"][
-        services["simulator"]["command"].index("--port") + 1
-    ]
-    assert settings.webex_base_url.endswith(f":{simulator_port}")
+    command = [_interpolate(part) for part in services["simulator"]["command"]]
+    assert settings.webex_base_url == f"http://127.0.0.1:{command[command.index('--port') + 1]}"
+    assert settings.webex_token is not None
+    assert settings.webex_token.get_secret_value() == command[command.index("--token") + 1]
     assert settings.schema_registry_url.endswith("/apis/ccompat/v7")
 
 
