@@ -17,6 +17,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 from publisher.cli import EXIT_FAILURE, EXIT_OK
 
+# The key under which ``convert`` prints unknown raw keys; fetch prints records the same way.
+UNKNOWN_KEY = "_unknown"
+
 if TYPE_CHECKING:
     from publisher.webex.record import Cdr, RejectedRecord
 
@@ -113,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def record_formatter() -> Callable[[Cdr], bytes]:
-    """The ``convert`` command's per-record JSON when that command exists, else the same shape
-    built here, so that ``fetch`` and ``convert`` print records alike."""
+    """The ``convert`` command's per-record function when it exports one, else :func:`record_json`
+    (the same shape, built here), so that ``fetch`` and ``convert`` print records alike."""
     try:
         convert = importlib.import_module("publisher.commands.convert")
     except ImportError:
@@ -135,23 +138,22 @@ def _as_bytes(function: Callable[[Cdr], Any]) -> Callable[[Cdr], bytes]:
 
 
 def record_json(cdr: Cdr) -> bytes:
-    """One record: its Report ID, Correlation ID, typed fields by field name, unknown keys."""
+    """One record as ``convert`` prints it: flat, keyed by field name in table order (so records
+    diff alike whatever key order Webex used), with ``"_unknown"`` holding unknown raw keys."""
     import orjson  # noqa: PLC0415
 
-    return orjson.dumps(
-        {
-            "report_id": cdr.report_id,
-            "correlation_id": cdr.correlation_id,
-            "fields": cdr.fields,
-            "unknown": cdr.unknown,
-        },
-        option=orjson.OPT_NON_STR_KEYS,
-    )
+    from publisher.webex.fields import FIELDS  # noqa: PLC0415
+
+    fields = cdr.fields
+    flat: dict[str, object] = {f.name: fields[f.name] for f in FIELDS if f.name in fields}
+    if cdr.unknown:
+        flat[UNKNOWN_KEY] = cdr.unknown
+    return orjson.dumps(flat, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _rejected_json(bad: RejectedRecord) -> dict[str, Any]:
     return {
-        "rejected": bad.reason,
+        "reason": bad.reason,
         "report_id": bad.report_id,
         "raw": bad.raw.decode("utf-8", "replace"),
     }

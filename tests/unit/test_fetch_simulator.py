@@ -230,9 +230,9 @@ def test_no_secret_reaches_any_log_line(tmp_path: Path, caplog: pytest.LogCaptur
 
 
 def test_fetch_command_prints_each_record_once(
-    monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes]
+    monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes], tmp_path: Path
 ) -> None:
-    """`cdr-publisher fetch` prints one JSON line per record of the span, exit 0."""
+    """`cdr-publisher fetch` prints each record of the span once, exactly as `convert` does."""
     now = datetime.now(UTC)
     start, end = now - timedelta(hours=3), now - timedelta(hours=2)
     with Simulator(replace(BASE_CONFIG, rate_limits=False)) as sim:
@@ -244,23 +244,19 @@ def test_fetch_command_prints_each_record_once(
         }.items():
             monkeypatch.setenv(f"CDR_PUBLISHER_{name}", value)
         monkeypatch.setattr("publisher.logs.configure", lambda *_a: None)
-        code = main(
-            [
-                "fetch",
-                "--endpoint",
-                "stream",
-                "--start",
-                start.isoformat(),
-                "--end",
-                end.isoformat(),
-            ]
-        )
+        span = ["--start", start.isoformat(), "--end", end.isoformat()]
+        code = main(["fetch", "--endpoint", "stream", *span])
         expected = sim.expected_report_ids("stream", start, end)
-    out = capsysbinary.readouterr().out
+        raw = sim.records_between("stream", start, end)
+    fetched = capsysbinary.readouterr().out
+    (tmp_path / "page.json").write_bytes(orjson.dumps({"items": raw}))
+    assert main(["convert", str(tmp_path / "page.json")]) == 0
+    converted = capsysbinary.readouterr().out
 
     assert code == 0
-    lines = [orjson.loads(line) for line in out.splitlines()]
+    lines = [orjson.loads(line) for line in fetched.splitlines()]
     assert_exactly_once([line["report_id"] for line in lines], expected)
+    assert fetched == converted
 
 
 def test_fetch_command_refuses_an_illegal_span(capsys: pytest.CaptureFixture[str]) -> None:
@@ -282,3 +278,32 @@ def test_fetch_command_refuses_an_illegal_span(capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err
     assert "usage:" in err
     assert "12 hours" in err
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "extra", "message"),
+    [
+        ("2026-03-01T10:00:00Z", "2026-03-01T09:00:00Z", [], "after --start"),
+        ("yesterday", "2026-03-01T09:00:00Z", [], "not an ISO-8601 time"),
+        (
+            "2026-03-01T10:00:00Z",
+            "2026-03-01T11:00:00Z",
+            ["--locations", ",".join(f"L{i}" for i in range(11))],
+            "at most 10",
+        ),
+    ],
+)
+def test_fetch_command_bad_arguments_exit_2(
+    start: str, end: str, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """End before start, an unreadable time, or 11 locations: usage on stderr and exit 2."""
+    args = ["fetch", "--endpoint", "feed", "--start", start, "--end", end, *extra]
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse's own refusals exit from inside parse_args
+        code = int(exc.code or 0)
+
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err
+    assert message in err
