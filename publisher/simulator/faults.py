@@ -8,9 +8,9 @@ once per request, in arrival order.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
-import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -94,7 +94,9 @@ def _number(name: str, raw: str) -> float:
 
 def chance(seed: int, salt: str, report_id: str) -> float:
     """A stable pseudo-random number in [0, 1) for one record and one kind of fault."""
-    return zlib.crc32(f"{seed}|{salt}|{report_id}".encode()) / 4294967296.0
+    # A real hash, not crc32: CRCs of inputs sharing a suffix are correlated across salts.
+    digest = hashlib.blake2b(f"{seed}|{salt}|{report_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 18446744073709551616.0
 
 
 def duplicate_delay_ms(seed: int, report_id: str) -> int:

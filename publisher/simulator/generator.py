@@ -218,7 +218,8 @@ class LegPlan(NamedTuple):
 
 class CallPlan(NamedTuple):
     minute: int
-    index: int
+    number: int
+    """The call's position in its minute."""
     scenario: str
     correlation_id: str
     site: int
@@ -235,7 +236,8 @@ class Leg(NamedTuple):
     correlation_id: str
     location: str
     call: CallPlan
-    index: int
+    leg: int
+    """The leg's position in its call."""
 
     def key_ms(self, endpoint: Endpoint) -> int:
         return self.inserted_ms if endpoint == "stream" else self.start_ms
@@ -384,7 +386,7 @@ class Traffic:
         )
         return CallPlan(
             minute=minute,
-            index=index,
+            number=index,
             scenario=scenario,
             correlation_id=_uuid(rng),
             site=_between(rng, 0, len(self.org.sites)),
@@ -461,14 +463,14 @@ class Traffic:
 
     def record(self, leg: Leg) -> Record:
         """The leg's raw record. Shared with a cache: copy it before changing it."""
-        key = (leg.call.minute, leg.call.index)
+        key = (leg.call.minute, leg.call.number)
         records = self._records.get(key)
         if records is None:
             records = build_records(self.org, leg.call)
             self._records[key] = records
             if len(self._records) > self._cache_calls:
                 self._records.popitem(last=False)
-        return records[leg.index]
+        return records[leg.leg]
 
     def records(self, legs: Iterable[Leg]) -> list[Record]:
         return [self.record(g) for g in legs]
@@ -693,7 +695,7 @@ def _fill_role(
     # Agent legs: the group redirected the call to a member.
     group = site.hunt_group if role in ("hg_agent", "hg_member") else site.call_queue
     reason = "HuntGroup" if group is site.hunt_group else "CallQueue"
-    agent = a if role != "hg_member" else site.people[(index * 7 + plan.index) % len(site.people)]
+    agent = a if role != "hg_member" else site.people[(index * 7 + plan.number) % len(site.people)]
     _user_fields(r, agent, rng)
     r.update(
         {
