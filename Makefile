@@ -52,10 +52,10 @@ test: venv
 	$(MAKE) --no-print-directory lint typecheck; \
 	$(BIN)/pytest tests
 
+# The stack stays up afterwards so you can look around (`cdr-publisher tail`, `state`);
+# `make stack-down` stops it.
 demo: venv
-	@set -euo pipefail; \
-	$(CLI) stack up; \
-	echo "The local stack is up. The publishing pipeline has not landed yet: nothing else to demo."
+	$(CLI) demo
 
 clean:
 	-$(CLI) stack down --purge

@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from publisher.settings import Settings
+
+
+class _Throttle(logging.Filter):
+    """librdkafka repeats a failing connect every few milliseconds; one line per minute per
+    kind of message is enough to tell an operator the broker is away."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        kind = str(args[0]) if args else str(record.msg)[:60]
+        now = time.monotonic()
+        if now - self._last.get(kind, -self.every_s) < self.every_s:
+            return False
+        self._last[kind] = now
+        return True
+
+
+RDKAFKA_LOG = logging.getLogger("publisher.rdkafka")
+RDKAFKA_LOG.addFilter(_Throttle())
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -13,6 +38,8 @@ def client_config(settings: Settings) -> dict[str, Any]:
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "security.protocol": settings.kafka_security_protocol,
         "client.id": f"cdr-publisher-{settings.deployment_id}",
+        # librdkafka's own log goes through ours (JSON, throttled) instead of raw stderr.
+        "logger": RDKAFKA_LOG,
     }
     if settings.kafka_sasl_mechanism:
         config["sasl.mechanism"] = settings.kafka_sasl_mechanism

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException, Producer
@@ -27,6 +27,7 @@ from publisher.errors import FencedError, KafkaError
 log = logging.getLogger("publisher.kafka")
 
 Headers = list[tuple[str, bytes]]
+_ProduceHeaders = list[tuple[str, str | bytes | None]]
 _FENCING_CODES = frozenset(
     {
         RdKafkaError._FENCED,
@@ -118,7 +119,10 @@ class TransactionalSink:
         while True:
             try:
                 self._producer.produce(
-                    record.topic, value=record.value, key=record.key, headers=record.headers
+                    record.topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=cast("_ProduceHeaders | None", record.headers),
                 )
                 return
             except BufferError:
