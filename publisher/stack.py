@@ -47,6 +47,9 @@ class StackConfig:
     registry_port: int = 18081
     registry_management_port: int = 19000
     host: str = "127.0.0.1"
+    state_dir: Path | None = None
+    """Where data, logs and pids go (default ``home/state``); a second stack sharing the
+    downloads, e.g. a private broker a test may stop, sets its own."""
 
     @classmethod
     def from_env(cls, home: Path | None = None) -> StackConfig:
@@ -77,7 +80,7 @@ class StackConfig:
 
     @property
     def state(self) -> Path:
-        return self.home / "state"
+        return self.state_dir or self.home / "state"
 
     @property
     def bootstrap_servers(self) -> str:
@@ -426,17 +429,20 @@ def _wait(config: StackConfig, pids: dict[str, int]) -> None:
 # --- commands --------------------------------------------------------------------------------
 
 
-def up(config: StackConfig) -> dict[str, str]:
-    """Start what is not running yet, wait until both answer, return their addresses."""
+SERVICES = ("kafka", "registry")
+
+
+def up(config: StackConfig, services: tuple[str, ...] = SERVICES) -> dict[str, str]:
+    """Start what is not running yet, wait until all answer, return their addresses."""
     config.state.mkdir(parents=True, exist_ok=True)
-    pids = running(config)
+    pids = {name: pid for name, pid in running(config).items() if name in services}
     ports = {
         "kafka": [config.kafka_port, config.controller_port],
         "registry": [config.registry_port, config.registry_management_port],
     }
     starters = {"kafka": _start_kafka, "registry": _start_registry}
     started: dict[str, int] = {}
-    for name in ("kafka", "registry"):
+    for name in services:
         if name in pids:
             continue
         for port in ports[name]:
@@ -447,7 +453,7 @@ def up(config: StackConfig) -> dict[str, str]:
                 )
         started[name] = starters[name](config)
         pids[name] = started[name]
-        _write_pids(config, pids)
+        _write_pids(config, {**running(config), **pids})
     _wait(config, pids)
     return addresses(config)
 
@@ -464,9 +470,12 @@ def status(config: StackConfig) -> dict[str, bool]:
     }
 
 
-def down(config: StackConfig, *, purge: bool = False) -> list[str]:
+def down(
+    config: StackConfig, *, purge: bool = False, services: tuple[str, ...] = SERVICES
+) -> list[str]:
     """Stop the processes this stack started (and only those); ``purge`` also deletes the data."""
-    pids = running(config)
+    alive = running(config)
+    pids = {name: pid for name, pid in alive.items() if name in services}
     for pid in pids.values():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -483,7 +492,7 @@ def down(config: StackConfig, *, purge: bool = False) -> list[str]:
                     os.kill(pid, signal.SIGKILL)
             break
         time.sleep(0.2)
-    _write_pids(config, {})
+    _write_pids(config, {name: pid for name, pid in alive.items() if name not in services})
     if purge and config.state.exists():
         shutil.rmtree(config.state)
     return sorted(pids)

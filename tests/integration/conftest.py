@@ -59,3 +59,55 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.path):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def private_kafka(
+    kafka_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrivateKafka]:
+    """A second, private one-node broker (sharing the stack's downloads) that a test may stop
+    and start without disturbing the tests that use the shared one."""
+    from publisher import stack
+
+    base = stack.StackConfig.from_env()
+    config = stack.StackConfig(
+        home=base.home,
+        kafka_port=_free_port(),
+        controller_port=_free_port(),
+        state_dir=tmp_path_factory.mktemp("private-kafka"),
+    )
+    stack.up(config, services=("kafka",))
+    try:
+        yield PrivateKafka(config)
+    finally:
+        stack.down(config, services=("kafka",))
+
+
+class PrivateKafka:
+    def __init__(self, config: object) -> None:
+        from publisher import stack
+
+        assert isinstance(config, stack.StackConfig)
+        self.config = config
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.config.bootstrap_servers
+
+    def stop(self) -> None:
+        from publisher import stack
+
+        stack.down(self.config, services=("kafka",))
+
+    def start(self) -> None:
+        from publisher import stack
+
+        stack.up(self.config, services=("kafka",))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
