@@ -10,19 +10,47 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from publisher.errors import ConfigError
 
 ENV_PREFIX = "CDR_PUBLISHER_"
 DEFAULT_WEBEX_BASE_URL = "https://analytics-calling.webexapis.com"
 DEFAULT_TOKEN_URL = "https://webexapis.com/v1/access_token"  # noqa: S105 - a URL, not a secret
+REDACTED = "**********"
+# librdkafka properties passed through KAFKA_EXTRA whose values are credentials (OIDC client
+# secret, JAAS or unsecured-JWT config, keystore passwords, inline PEM keys).
+_SECRET_PROPERTY = re.compile(
+    r"password|secret|jaas|oauthbearer\.config|key\.pem|token(?!\.endpoint)", re.IGNORECASE
+)
+
+
+def is_secret_property(name: str) -> bool:
+    """True for a librdkafka property name whose value must never be shown."""
+    return bool(_SECRET_PROPERTY.search(name))
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password in its user info replaced by ``**********``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:{REDACTED}@{parts.hostname or ''}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def is_loopback_url(url: str) -> bool:
@@ -161,6 +189,49 @@ class Settings(BaseSettings):
     def dedup_horizon_seconds(self) -> float:
         return self.dedup_horizon_hours * 3600.0
 
+    def secret_values(self) -> list[str]:
+        """Every credential these settings hold, in clear: for the log scrubber, never to show."""
+        found = [
+            secret.get_secret_value()
+            for secret in (
+                self.webex_token,
+                self.webex_client_secret,
+                self.webex_refresh_token,
+                self.kafka_sasl_password,
+                self.kafka_ssl_key_password,
+                self.schema_registry_basic_auth,
+            )
+            if secret is not None
+        ]
+        if self.schema_registry_basic_auth is not None:
+            # A client may show the password part alone.
+            found.append(self.schema_registry_basic_auth.get_secret_value().partition(":")[2])
+        found += [v for k, v in self.kafka_extra.items() if is_secret_property(k)]
+        for url in (self.webex_base_url, self.webex_token_url, self.schema_registry_url):
+            password = urlsplit(url).password
+            if password:
+                found.append(password)
+        return [value for value in found if value]
+
+    def redacted_dump(self) -> dict[str, Any]:
+        """Every setting by name as JSON-compatible values (None when unset), with secrets, secret
+        KAFKA_EXTRA properties and URL passwords shown as ``**********``."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = REDACTED
+            elif isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, list):
+                value = list(value)
+            elif name == "kafka_extra":
+                value = {k: REDACTED if is_secret_property(k) else v for k, v in value.items()}
+            elif name.endswith("_url"):
+                value = redact_url(value)
+            out[name] = value
+        return out
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -208,6 +279,11 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return Settings(**values)
+    except SettingsError as exc:
+        # A CDR_PUBLISHER_ variable that should hold JSON (a list or an object) does not.
+        found = re.search(r'field "(\w+)"', str(exc))
+        where = _env_name(found.group(1)) if found else "settings"
+        raise ConfigError(f"invalid setting {where}: not valid JSON") from None
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = [str(part) for part in error["loc"]]

@@ -31,15 +31,9 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     logs.configure(settings.log_level, args.log_format or settings.log_format)
-    for secret in (
-        settings.webex_token,
-        settings.webex_client_secret,
-        settings.webex_refresh_token,
-        settings.kafka_sasl_password,
-        settings.kafka_ssl_key_password,
-        settings.schema_registry_basic_auth,
-    ):
-        logs.register_secret(secret.get_secret_value() if secret else None)
+    # Also the secret KAFKA_EXTRA properties (OIDC client secret...) and URL passwords.
+    for secret in settings.secret_values():
+        logs.register_secret(secret)
     stop = threading.Event()
     install_signal_handlers(stop)
     health = Health()
