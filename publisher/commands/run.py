@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from publisher.daemon import Daemon, install_signal_handlers, utcnow  # noqa: PLC0415
     from publisher.health import Health  # noqa: PLC0415
     from publisher.http_api import HttpApi  # noqa: PLC0415
+    from publisher.replay import ReplayManager  # noqa: PLC0415
     from publisher.settings import load_settings  # noqa: PLC0415
 
     settings = load_settings(args.config)
@@ -44,12 +45,18 @@ def run(args: argparse.Namespace) -> int:
         poll_interval_s=settings.poll_interval_seconds,
         clock=utcnow,
     )
+    # Replays run inside the daemon so that they share the token's limiter with the live stream.
+    replays = ReplayManager(settings)
+    for method, path, route, prefix in replays.routes():
+        api.add_route(method, path, route, prefix=prefix)
     api.start()
     logging.getLogger("publisher").info(
         "http endpoint listening", extra={"address": f"{settings.http_host}:{api.port}"}
     )
+    replays.resume_in_background()
     try:
         Daemon(settings, stop=stop, health=health).run()
     finally:
+        replays.close()
         api.close()
     return EXIT_OK

@@ -1,0 +1,158 @@
+"""Which Report IDs the events topic already holds for a span: the index behind ``fill-gaps``.
+
+The daemon's dedup marks cover hours, a replay covers up to 30 days, so a replay asks the topic
+itself. Events carry their produce time as the Kafka timestamp (CreateTime), and no record can be
+produced before its call started, so every event of a call that started at or after ``since`` was
+written at or after ``since``: the index seeks each partition to ``since`` with
+``offsets_for_times`` and reads, ``read_committed``, up to the end the topic had when the read
+began. Every event read whose ``cdr.start_time`` could belong to the span is kept as a 64-bit mark
+(:mod:`publisher.dedup`), so memory is about 24 bytes per event of the span, and the cost is one
+sequential read of everything published since the span started (the whole topic for a span of
+yesterday, 30 days of it for the oldest span the feed serves).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from publisher.dedup import MarkTable, mark_of
+from publisher.errors import KafkaError
+from publisher.events import MAGIC_BYTE
+from publisher.webex.record import parse_timestamp
+
+log = logging.getLogger("publisher.replay")
+
+# Webex's, the broker's and our clocks disagree by seconds; an hour costs little extra reading.
+SEEK_MARGIN = timedelta(hours=1)
+# Kept even when its start time is this far outside the span: a feed that filters on another
+# time (report or insertion time) returns records that started up to hours before the window.
+KEEP_MARGIN = timedelta(hours=24)
+_PARTITION_EOF = -191
+INDEX_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class IndexStats:
+    """What building the index cost: events read, events kept, bytes read, seconds."""
+
+    scanned: int = 0
+    kept: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scanned": self.scanned,
+            "kept": self.kept,
+            "bytes": self.bytes,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def indexed_report_id(value: bytes | None, *, lo: datetime, hi: datetime) -> str | None:
+    """The Report ID of a framed event that may belong to ``[lo, hi)`` by start time, else None.
+
+    An event without a readable start time is kept: a mark too many only costs memory, a mark
+    too few would publish a record twice. Pure.
+    """
+    if value is None or len(value) < 5 or value[0] != MAGIC_BYTE:
+        return None
+    try:
+        event = orjson.loads(value[5:])
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(event, dict):
+        return None
+    report_id = event.get("event_id")
+    if not isinstance(report_id, str):
+        return None
+    cdr = event.get("cdr")
+    started = cdr.get("start_time") if isinstance(cdr, dict) else None
+    if not isinstance(started, str):
+        return report_id
+    try:
+        moment = parse_timestamp(started)
+    except ValueError:
+        return report_id
+    return report_id if lo - KEEP_MARGIN <= moment < hi + KEEP_MARGIN else None
+
+
+def read_published(
+    config: dict[str, Any],
+    topic: str,
+    *,
+    start: datetime,
+    end: datetime,
+    timeout: float = INDEX_TIMEOUT_S,
+) -> tuple[MarkTable, IndexStats]:
+    """Marks of the events in ``topic`` that may belong to ``[start, end)`` (see the module doc).
+
+    ``config`` is a read_committed consumer configuration. A topic that does not exist yet
+    holds nothing: an empty table.
+    """
+    began = time.monotonic()
+    marks = MarkTable()
+    scanned = kept = size = 0
+    consumer = Consumer(
+        {
+            **config,
+            "group.id": f"cdr-publisher-index-{uuid.uuid4().hex}",
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=30)
+        described = meta.topics.get(topic)
+        if described is None or described.error is not None:
+            return marks, IndexStats(seconds=time.monotonic() - began)
+        partitions = sorted(described.partitions)
+        since_ms = int((start - SEEK_MARGIN).timestamp() * 1000)
+        found = consumer.offsets_for_times(
+            [TopicPartition(topic, p, since_ms) for p in partitions], timeout=30
+        )
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+            for p in partitions
+        }
+        # offset -1: no event of that partition was produced at or after ``since``.
+        assigned = [tp for tp in found if 0 <= tp.offset < ends[tp.partition]]
+        pending = {tp.partition for tp in assigned}
+        consumer.assign(assigned)
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise KafkaError(
+                    f"indexing {topic!r} did not finish in {timeout:.0f}s", retriable=True
+                )
+            for msg in consumer.consume(10000, 0.5):
+                err = msg.error()
+                partition = msg.partition() or 0
+                if err is not None:
+                    if err.code() == _PARTITION_EOF:
+                        pending.discard(partition)
+                        continue
+                    raise KafkaError(f"indexing {topic!r}: {err}", retriable=err.retriable())
+                value = msg.value()
+                scanned += 1
+                size += len(value or b"")
+                report_id = indexed_report_id(value, lo=start, hi=end)
+                if report_id is not None:
+                    kept += 1
+                    marks.add(mark_of(report_id), 0)
+                if (msg.offset() or 0) + 1 >= ends[partition]:
+                    pending.discard(partition)
+    except KafkaException as exc:
+        raise KafkaError(f"indexing {topic!r}: {exc}", retriable=True) from exc
+    finally:
+        consumer.close()
+    stats = IndexStats(scanned, kept, size, time.monotonic() - began)
+    log.info("index of published events built", extra={"topic": topic, **stats.as_dict()})
+    return marks, stats
