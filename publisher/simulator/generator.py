@@ -17,10 +17,12 @@ ended (most within minutes, a long tail). ``cdr_stream`` windows filter on inser
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import random
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
@@ -127,8 +129,14 @@ _FAILURES = (
 
 def ms_to_iso(ms: int) -> str:
     """Milliseconds since the epoch as Webex writes it: ``2026-09-24T07:49:10.939Z``."""
-    dt = datetime.fromtimestamp(ms // 1000, UTC)
-    return f"{dt:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
+    return f"{_iso_second(ms // 1000)}.{ms % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _iso_second(second: int) -> str:
+    # strftime dominated record building; gmtime and %-formatting are several times cheaper.
+    t = time.gmtime(second)
+    return "%04d-%02d-%02dT%02d:%02d:%02d" % t[:6]  # noqa: UP031 - the fastest form here
 
 
 def datetime_to_ms(value: datetime) -> int:
@@ -143,7 +151,7 @@ _UUID_MASK = ((1 << 128) - 1) ^ ((0xF << 76) | (0x3 << 62))
 
 def _uuid(rng: random.Random, version: int = 4) -> str:
     """A well-formed UUID string (version nibble, RFC variant) from the seeded stream."""
-    h = f"{(rng.getrandbits(128) & _UUID_MASK) | (version << 76) | (0x2 << 62):032x}"
+    h = ((rng.getrandbits(128) & _UUID_MASK) | (version << 76) | (0x2 << 62)).to_bytes(16).hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -251,15 +259,15 @@ class _Bucket:
     start_keys: list[int]
 
 
-def _insertion_delay_ms(rng: random.Random) -> int:
+def _insertion_delay_ms(rnd: Callable[[], float]) -> int:
     """Skewed: most records arrive within minutes, a tail over hours, never past the maximum."""
-    u = rng.random()
+    u = rnd()
     if u < 0.85:
-        delay = 20_000 + rng.expovariate(1 / 100_000)
+        delay = 20_000 - 100_000 * math.log(1.0 - rnd())  # exponential, mean 100 s
     elif u < 0.98:
-        delay = rng.uniform(5 * MINUTE_MS, 45 * MINUTE_MS)
+        delay = 5 * MINUTE_MS + rnd() * (40 * MINUTE_MS)
     else:
-        delay = rng.uniform(45 * MINUTE_MS, MAX_INSERTION_DELAY_MS)
+        delay = 45 * MINUTE_MS + rnd() * (MAX_INSERTION_DELAY_MS - 45 * MINUTE_MS)
     return int(min(delay, MAX_INSERTION_DELAY_MS))
 
 
@@ -320,10 +328,11 @@ class Traffic:
             return []
         rng = random.Random(f"{self.seed}/{minute}")
         plans: list[CallPlan] = []
+        rnd = rng.random
+        mean_gap = MINUTE_MS / self.calls_per_minute
         t = 0.0
-        rate = self.calls_per_minute / MINUTE_MS
         while True:
-            t += rng.expovariate(rate)
+            t -= mean_gap * math.log(1.0 - rnd())  # exponential gaps: a Poisson process
             if t >= MINUTE_MS:
                 return plans
             plans.append(self._plan(rng, minute, len(plans), start + int(t)))
@@ -365,7 +374,7 @@ class Traffic:
             )
         elif scenario == "hunt_group":
             leg("hg", t0, answered, _between(rng, 20_000, 400_000))
-            for i in range(_between(rng, 1, 3)):
+            for i in range(_between(rng, 1, 4)):
                 role = "hg_agent" if i == 0 else "hg_member"
                 leg(role, t0 + _between(rng, 50, 500), answered and i == 0)
         else:
@@ -379,7 +388,7 @@ class Traffic:
                 start,
                 answer,
                 release,
-                release + _insertion_delay_ms(rng),
+                release + _insertion_delay_ms(rng.random),
                 _uuid(rng, version=3),
             )
             for role, start, answer, release in roles
@@ -478,19 +487,19 @@ class Traffic:
 
 def _call_ids(rng: random.Random, t_ms: int) -> tuple[str, str, str]:
     """Call ID, Local call ID and Network call ID in the shapes real payloads use."""
-    n = rng.randint(10**8, 10**10)
-    call_id = f"SSE{t_ms % 10**13}{rng.randint(10**6, 10**7 - 1)}-{n}@10.250.194.97"
-    local = f"{rng.randint(10**7, 10**10)}:0"
-    network = f"SDen4q701-{_hex(rng, 32)}-aoh8mj{rng.randint(1000, 1099)}"
+    n = _between(rng, 10**8, 10**10)
+    call_id = f"SSE{t_ms % 10**13}{_between(rng, 10**6, 10**7 - 1)}-{n}@10.250.194.97"
+    local = f"{_between(rng, 10**7, 10**10)}:0"
+    network = f"SDen4q701-{_hex(rng, 32)}-aoh8mj{_between(rng, 1000, 1099)}"
     return call_id, local, network
 
 
 def _external_number(rng: random.Random, call_type: str = "SIP_NATIONAL") -> str:
     if call_type == "SIP_INTERNATIONAL":
-        return f"+{rng.choice(('44', '49', '48', '33', '81'))}{rng.randint(10**8, 10**9 - 1)}"
+        return f"+{rng.choice(('44', '49', '48', '33', '81'))}{_between(rng, 10**8, 10**9 - 1)}"
     if call_type == "SIP_TOLLFREE":
-        return f"+1800{rng.randint(10**6, 10**7 - 1)}"
-    return f"+1{rng.randint(201, 989)}{rng.randint(10**6, 10**7 - 1)}"
+        return f"+1800{_between(rng, 10**6, 10**7 - 1)}"
+    return f"+1{_between(rng, 201, 989)}{_between(rng, 10**6, 10**7 - 1)}"
 
 
 def build_records(org: Org, plan: CallPlan) -> list[Record]:
@@ -514,7 +523,7 @@ def build_records(org: Org, plan: CallPlan) -> list[Record]:
             {
                 "Start time": ms_to_iso(lp.start_ms),
                 "Release time": ms_to_iso(lp.release_ms),
-                "Report time": ms_to_iso(lp.release_ms + rng.randint(2, 1500)),
+                "Report time": ms_to_iso(lp.release_ms + _between(rng, 2, 1500)),
                 "Report ID": lp.report_id,
                 "Correlation ID": plan.correlation_id,
                 "Org UUID": org.uuid,
@@ -540,7 +549,7 @@ def build_records(org: Org, plan: CallPlan) -> list[Record]:
             r["Call outcome"] = "Success"
             r["Call outcome reason"] = "Normal"
             if rng.random() < 0.15:
-                r["Hold duration"] = rng.randint(3, max(3, r["Duration"] // 3))
+                r["Hold duration"] = _between(rng, 3, max(3, r["Duration"] // 3))
         else:
             r["Ring duration"] = str((lp.release_ms - lp.start_ms) // 1000)
             r["Call outcome"], r["Call outcome reason"] = rng.choice(_FAILURES)
