@@ -93,6 +93,13 @@ def run(args: argparse.Namespace) -> int:
         widen=timedelta(minutes=args.widen_minutes),
     )
     settings = load_settings(args.config)
+    # Bad input stops here, before anything is fetched or published (exit 2).
+    plan(
+        request,
+        now=now,
+        org_id=settings.org_id,
+        skew=timedelta(seconds=settings.webex_clock_skew_seconds),
+    )
     logs.configure(settings.log_level, "console")
     for secret in (
         settings.webex_token,
@@ -103,13 +110,6 @@ def run(args: argparse.Namespace) -> int:
         settings.schema_registry_basic_auth,
     ):
         logs.register_secret(secret.get_secret_value() if secret else None)
-    # Bad input stops here, before anything is fetched or published (exit 2).
-    plan(
-        request,
-        now=now,
-        org_id=settings.org_id,
-        skew=timedelta(seconds=settings.webex_clock_skew_seconds),
-    )
     print(f"replay {request.replay_id}", flush=True)
     daemon = find_daemon(settings)
     final = _hand_off(daemon, request) if daemon is not None else _run_here(settings, request)
