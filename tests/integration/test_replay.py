@@ -345,3 +345,49 @@ def test_replay_beside_the_live_daemon_shares_the_rate_limit(
         events = _events(env)
         # Live and replayed together: each record of the span once, whichever published it.
         assert {rid: len(events.get(rid, [])) for rid in expected} == dict.fromkeys(expected, 1)
+
+
+def test_replay_in_a_daemon_resumes_when_the_daemon_restarts(
+    env: DaemonEnv, sim: Simulator, tmp_path: Path
+) -> None:
+    """POST /replays, the daemon killed midway and started again: the replay resumes by itself
+    and completes with every record of the span exactly once."""
+    port = _free_port()
+    env.extra["CDR_PUBLISHER_HTTP_PORT"] = str(port)
+    env.extra["CDR_PUBLISHER_POLL_INTERVAL_SECONDS"] = "30"
+    log = tmp_path / "daemon.log"
+    start, end = _span(hours_ago=20, hours=40)
+    daemon = env.start(log)
+    try:
+        wait_for_cursor(env, 0, 60, daemon, log)  # up and publishing
+        sim.set_faults(Faults(slow=1.0, slow_seconds=1.0))
+        body = {"id": "inside", "start": _iso(start), "end": _iso(end)}
+        posted = requests.post(f"http://127.0.0.1:{port}/replays", json=body, timeout=10)
+        assert posted.status_code == 202, posted.text
+        deadline = time.monotonic() + 60
+        while True:
+            status = requests.get(f"http://127.0.0.1:{port}/replays/inside", timeout=10).json()
+            if status["windows_done"] >= 1:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.2)
+        assert status["windows_done"] < status["windows_total"]
+        stop(daemon, signal.SIGKILL)
+        sim.set_faults(Faults())
+        daemon = env.start(log)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                status = requests.get(f"http://127.0.0.1:{port}/replays/inside", timeout=10).json()
+            except requests.RequestException:
+                status = {}
+            if status.get("status") == "done":
+                break
+            assert daemon.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)
+    finally:
+        stop(daemon)
+    expected = sim.expected_report_ids("feed", start - WIDEN, end)
+    events = _events(env)
+    assert {rid: len(events.get(rid, [])) for rid in expected} == dict.fromkeys(expected, 1)
