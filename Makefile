@@ -57,6 +57,16 @@ test: venv
 demo: venv
 	$(CLI) demo
 
+# Figures of issue 7 against the local stack (reused if running); table on stdout, JSON in
+# bench-results.json. BENCH_ARGS passes options through (e.g. BENCH_ARGS="--skip daemon").
+bench: venv
+	$(CLI) stack up
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-quick: venv
+	$(CLI) stack up
+	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
+
 clean:
 	-$(CLI) stack down --purge
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

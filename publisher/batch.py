@@ -59,30 +59,39 @@ def build_batch(
     batch = Batch()
     in_batch: set[int] = set()
     headers = event_headers(source, replay_id)
+    # Bound once: this loop runs for every record of every page.
+    add_mark, add_record, add_release = (
+        in_batch.add,
+        batch.records.append,
+        batch.release_times.append,
+    )
+    marks_append, encode, events_topic = batch.marks.append, encoder.encode, topics.events
     for cdr in page.records:
         mark = mark_of(cdr.report_id)
         if mark in committed or mark in in_batch:
             batch.duplicates += 1
             continue
-        in_batch.add(mark)
-        batch.marks.append(mark)
+        add_mark(mark)
+        marks_append(mark)
         event = build_event(cdr, org_id=org_id, source=source, replay_id=replay_id)
         try:
-            value = encoder.encode(event)
+            value = encode(event)
         except InvalidEventError as exc:
             rejected = RejectedRecord(raw=_raw_of(event), reason=str(exc), report_id=cdr.report_id)
             entry = dlq_entry(rejected, org_id=org_id, source=source)
-            batch.records.append(OutRecord(topics.dlq, entry.key, entry.value, entry.headers))
+            add_record(OutRecord(topics.dlq, entry.key, entry.value, entry.headers))
             batch.dlq += 1
             continue
-        batch.records.append(OutRecord(topics.events, event_key(cdr), value, headers))
+        add_record(OutRecord(events_topic, event_key(cdr), value, headers))
         batch.published += 1
-        for field_name, _value in cdr.new_enum_values:
-            batch.new_enum_values[field_name] += 1
-        batch.unknown_keys += len(cdr.unknown)
+        if cdr.new_enum_values:
+            for field_name, _value in cdr.new_enum_values:
+                batch.new_enum_values[field_name] += 1
+        if cdr.unknown:
+            batch.unknown_keys += len(cdr.unknown)
         release = cdr.fields.get("release_time")
         if isinstance(release, str):
-            batch.release_times.append(release)
+            add_release(release)
     for rejected in page.rejected:
         mark = _rejected_mark(rejected)
         if mark in committed or mark in in_batch:

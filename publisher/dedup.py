@@ -82,7 +82,36 @@ class MarkTable:
             slot = (slot + 1) & mask
 
     def add_many(self, marks: Iterable[int], hour: int) -> int:
-        return sum(1 for mark in marks if self.add(mark, hour))
+        """``add`` for each mark; returns how many were new. The table grows once up front and
+        the probe loop is inlined: restore feeds a million marks through here."""
+        if not isinstance(marks, list | tuple | array):
+            marks = list(marks)
+        needed = self._count + len(marks)
+        if needed > (self._mask + 1) * _MAX_LOAD:
+            self._rebuild(max(needed, self._count * 2 + 1), keep_from_hour=0)
+        added = self._insert(marks, hour)
+        self._count += added
+        return added
+
+    def _insert(self, marks: Iterable[int], hour: int | array[int]) -> int:
+        """Put marks into a table known to have room; ``hour`` is one hour for all, or an array
+        of one hour per mark. Returns how many were new; the caller updates the count."""
+        keys, hours, mask = self._keys, self._hours, self._mask
+        per_mark = isinstance(hour, array)
+        added = 0
+        for i, mark in enumerate(marks):
+            slot = mark & mask
+            while True:
+                found = keys[slot]
+                if found == mark:
+                    break
+                if found == _EMPTY:
+                    keys[slot] = mark
+                    hours[slot] = hour[i] if per_mark else hour  # type: ignore[index,assignment]
+                    added += 1
+                    break
+                slot = (slot + 1) & mask
+        return added
 
     def expire_before(self, hour: int) -> int:
         """Forget marks made before ``hour``; returns how many were forgotten."""
@@ -99,6 +128,12 @@ class MarkTable:
     def _rebuild(self, capacity: int, keep_from_hour: int) -> None:
         old_keys, old_hours = self._keys, self._hours
         self._allocate(capacity)
-        for mark, hour in zip(old_keys, old_hours, strict=True):
-            if mark != _EMPTY and hour >= keep_from_hour:
-                self.add(mark, hour)
+        kept = [
+            (mark, hour)
+            for mark, hour in zip(old_keys, old_hours, strict=True)
+            if mark != _EMPTY and hour >= keep_from_hour
+        ]
+        if kept:
+            self._count = self._insert(
+                [mark for mark, _ in kept], array("I", [hour for _, hour in kept])
+            )
