@@ -33,6 +33,7 @@ from publisher.errors import (
     PublisherError,
     WebexBadPageError,
     WebexError,
+    WindowError,
 )
 from publisher.events import EventEncoder, Source
 from publisher.health import Health
@@ -48,6 +49,7 @@ from publisher.webex.windows import Endpoint, Window, newest_end, oldest_start, 
 
 log = logging.getLogger("publisher.daemon")
 LIVE_JOB = "live"
+RETENTION_HEADROOM = timedelta(minutes=1)
 Clock = Callable[[], datetime]
 T = TypeVar("T")
 
@@ -74,7 +76,9 @@ def next_window(
     cursor: datetime | None, now: datetime, *, overlap: timedelta, skew: timedelta
 ) -> Window | None:
     """The next stream window to fetch, or None when nothing new can be asked yet. Pure."""
-    oldest = oldest_start(Endpoint.STREAM, now, skew)
+    # A window starting right at the retention edge would be too old a moment later, by the time
+    # the limiter lets it go: keep a minute's headroom.
+    oldest = oldest_start(Endpoint.STREAM, now, skew) + RETENTION_HEADROOM
     newest = newest_end(Endpoint.STREAM, now, skew)
     start = oldest if cursor is None else max(cursor - overlap, oldest)
     if cursor is not None and newest <= cursor:
@@ -227,7 +231,7 @@ class Daemon:
                 self._degraded(f"kafka: {exc}")
                 self.restore()  # back to what is really committed
                 continue
-            except WebexError as exc:
+            except (WebexError, WindowError) as exc:
                 self._degraded(f"webex: {exc}")
                 self.sleep(min(settings.poll_interval_seconds, 60.0))
                 continue

@@ -94,10 +94,16 @@ def cursor_of(env: DaemonEnv) -> Cursor | None:
     return found
 
 
-def wait_for_cursor(
-    env: DaemonEnv, at_least: float, timeout: float, proc: subprocess.Popen[bytes], log: Path
+def wait_for_cursor(  # noqa: PLR0917 - test helper
+    env: DaemonEnv,
+    at_least: float,
+    timeout: float,
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    committed_after: float = 0.0,
 ) -> Cursor:
-    """Wait until the committed cursor reaches the epoch second ``at_least``."""
+    """Wait until the committed cursor reaches the epoch second ``at_least``, in a commit made
+    after ``committed_after`` (so by the process under test, not an earlier one)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -106,7 +112,11 @@ def wait_for_cursor(
             cursor = cursor_of(env)
         except Exception:  # noqa: BLE001 - the topic may not exist yet
             cursor = None
-        if cursor is not None and cursor.position.timestamp() >= at_least:
+        if (
+            cursor is not None
+            and cursor.position.timestamp() >= at_least
+            and cursor.committed_at.timestamp() >= committed_after
+        ):
             return cursor
         time.sleep(1.0)
     raise AssertionError(
