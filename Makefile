@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CLI := $(BIN)/cdr-publisher
 
-.PHONY: help venv stack-up stack-down stack-status lint typecheck unit integration test demo bench bench-quick clean
+.PHONY: help venv stack-up stack-down stack-status lint typecheck unit integration test demo bench bench-quick clean schema
 
 help:
 	@echo "make demo    - local Kafka + registry + Webex simulator, run the publisher, show what landed"
@@ -66,6 +66,10 @@ bench: venv
 bench-quick: venv
 	$(CLI) stack up
 	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
+
+# Regenerate the committed event schema from the field table (a test fails when they differ).
+schema: venv
+	$(BIN)/python -m publisher.event_schema > schemas/cdr-event.schema.json
 
 clean:
 	-$(CLI) stack down --purge
