@@ -15,6 +15,7 @@ so the next fetch starts from what is really committed; dedup removes what is fe
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -351,10 +352,31 @@ class Daemon:
             metrics.LATENESS.observe(max(0.0, end - released))
 
 
+SHUTDOWN_DEADLINE_S = 9.0
+
+
+def _exit_now() -> None:
+    log.warning("shutdown took longer than %.0fs; exiting without waiting", SHUTDOWN_DEADLINE_S)
+    logging.shutdown()
+    os._exit(0)
+
+
 def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT stop the loop at its next wait or page; the open transaction is aborted.
+
+    A blocking call (an HTTP request near its timeout, a commit retried while the broker is away)
+    could hold that past what orchestrators allow, so a watchdog exits 0 after 9 s regardless: an
+    open transaction is safe to leave, the next instance's init_transactions aborts it.
+    """
+
     def handler(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s received", signal.Signals(signum).name)
+        if stop.is_set():
+            return
         stop.set()
+        watchdog = threading.Timer(SHUTDOWN_DEADLINE_S, _exit_now)
+        watchdog.daemon = True
+        watchdog.start()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)

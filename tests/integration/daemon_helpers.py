@@ -79,7 +79,8 @@ class DaemonEnv:
             out.close()
 
 
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+    """Signal the daemon and wait: SIGTERM must end it with exit 0 within 10 seconds."""
     if proc.poll() is None:
         proc.send_signal(sig)
     return proc.wait(timeout=timeout)

@@ -165,7 +165,7 @@ def test_broker_restart_during_publishing(
             )
         finally:
             private_kafka.start()  # a no-op when it already runs
-            assert stop(proc, timeout=30) == 0
+            assert stop(proc) == 0
 
         _assert_exactly_once(env, sim, cursor.position)
 
