@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +15,7 @@ from publisher.cli import main
 from publisher.dedup import MarkTable, mark_of
 from publisher.errors import UsageError
 from publisher.events import Source, build_event
-from publisher.published_index import KEEP_MARGIN, indexed_report_id
+from publisher.published_index import KEEP_MARGIN, SpanFilter
 from publisher.replay import (
     Progress,
     ReplayManager,
@@ -190,24 +191,28 @@ def _frame(event: dict[str, object]) -> bytes:
     return b"\x00\x00\x00\x00\x01" + orjson.dumps(event)
 
 
-def test_index_keeps_events_that_may_belong_to_the_span() -> None:
+@pytest.mark.parametrize("shape", ["as encoded", "other JSON layout"])
+def test_index_keeps_events_that_may_belong_to_the_span(shape: str) -> None:
     """Inside the span (or within the margin): kept; days outside: dropped; no start time: kept
-    (a mark too many costs memory, one too few a duplicate); not our frame: ignored."""
+    (a mark too many costs memory, one too few a duplicate); not our frame: ignored. The bytes
+    shortcut for our own encoding and the full decode of any other layout agree."""
     lo = datetime(2026, 3, 17, tzinfo=UTC)
-    hi = lo + timedelta(hours=12)
+    keep = SpanFilter(lo, lo + timedelta(hours=12))
     inside = format_timestamp(lo + timedelta(hours=1))
     margin = format_timestamp(lo - KEEP_MARGIN + timedelta(minutes=1))
     outside = format_timestamp(lo - KEEP_MARGIN - timedelta(minutes=1))
+    relayout = shape != "as encoded"
 
-    assert indexed_report_id(_frame_of(inside), lo=lo, hi=hi) == "rid-1"
-    assert indexed_report_id(_frame_of(margin), lo=lo, hi=hi) == "rid-1"
-    assert indexed_report_id(_frame_of(outside), lo=lo, hi=hi) is None
-    assert indexed_report_id(_frame_of(None), lo=lo, hi=hi) == "rid-1"
-    assert indexed_report_id(b'{"event_id": "x"}', lo=lo, hi=hi) is None
-    assert indexed_report_id(None, lo=lo, hi=hi) is None
+    assert keep.report_id(_frame_of(inside, relayout)) == "rid-1"
+    assert keep.report_id(_frame_of(margin, relayout)) == "rid-1"
+    assert keep.report_id(_frame_of(outside, relayout)) is None
+    assert keep.report_id(_frame_of(None, relayout)) == "rid-1"
+    assert keep.report_id(_frame_of("2026-03-17 10:00:00", relayout)) == "rid-1"
+    assert keep.report_id(b'{"event_id": "x"}') is None
+    assert keep.report_id(None) is None
 
 
-def _frame_of(start_time: str | None) -> bytes:
+def _frame_of(start_time: str | None, relayout: bool) -> bytes:
     cdr = parse_page(_page("rid-1")).records[0]
     event = build_event(
         cdr,
@@ -216,6 +221,8 @@ def _frame_of(start_time: str | None) -> bytes:
         replay_id=None,
     )
     event["cdr"]["start_time"] = start_time
+    if relayout:  # keys in another order, with spaces: only a full decode reads it
+        return b"\x00\x00\x00\x00\x01" + json.dumps(dict(reversed(event.items()))).encode()
     return _frame(event)
 
 
