@@ -430,6 +430,7 @@ def test_request_faults_and_admin_endpoints(sim: Simulator, session: requests.Se
         assert bad.status_code == 400
     stats = get(session, f"{sim.base_url}/_sim/stats", headers={}).json()
     served = get(session, f"{sim.base_url}/_sim/served", headers={}).json()
+    truth = get(session, f"{sim.base_url}/_sim/expected", params=params, headers={}).json()
     with session.post(f"{sim.base_url}/_sim/expire-tokens", timeout=30) as expired:
         assert expired.status_code == 200
 
@@ -443,3 +444,4 @@ def test_request_faults_and_admin_endpoints(sim: Simulator, session: requests.Se
     assert stats["200"] == 1
     assert stats["records_served"] == len(ok.json()["items"])
     assert set(served["report_ids"]) == {i["Report ID"] for i in ok.json()["items"]}
+    assert set(truth["records"]) == set(served["report_ids"])
