@@ -220,6 +220,10 @@ def bench_restore(
     if out["marks"] != marks:
         raise RuntimeError(f"restore: {out['marks']} marks restored, {marks} written")
     timing = Timing(out["marks"], out["wall_s"], out["cpu_s"])
+    print(
+        f"restore: read_topic {out['read_s']:.2f} s, apply_records {out['apply_s']:.2f} s",
+        file=sys.stderr,
+    )
     return timing, out["rss_after"] - out["rss_before"], out["table_bytes"]
 
 

@@ -93,22 +93,21 @@ class MarkTable:
         self._count += added
         return added
 
-    def _insert(self, marks: Iterable[int], hour: int | array[int]) -> int:
-        """Put marks into a table known to have room; ``hour`` is one hour for all, or an array
-        of one hour per mark. Returns how many were new; the caller updates the count."""
+    def _insert(self, marks: Iterable[int], hour: int) -> int:
+        """Put marks made in ``hour`` into a table known to have room; how many were new (the
+        caller updates the count). The probe is inlined: restore feeds a million marks here."""
         keys, hours, mask = self._keys, self._hours, self._mask
-        per_mark = isinstance(hour, array)
         added = 0
-        for i, mark in enumerate(marks):
+        for mark in marks:
             slot = mark & mask
             while True:
                 found = keys[slot]
-                if found == mark:
-                    break
                 if found == _EMPTY:
                     keys[slot] = mark
-                    hours[slot] = hour[i] if per_mark else hour  # type: ignore[index,assignment]
+                    hours[slot] = hour
                     added += 1
+                    break
+                if found == mark:
                     break
                 slot = (slot + 1) & mask
         return added
@@ -128,12 +127,17 @@ class MarkTable:
     def _rebuild(self, capacity: int, keep_from_hour: int) -> None:
         old_keys, old_hours = self._keys, self._hours
         self._allocate(capacity)
-        kept = [
-            (mark, hour)
-            for mark, hour in zip(old_keys, old_hours, strict=True)
-            if mark != _EMPTY and hour >= keep_from_hour
-        ]
-        if kept:
-            self._count = self._insert(
-                [mark for mark, _ in kept], array("I", [hour for _, hour in kept])
-            )
+        keys, hours, mask = self._keys, self._hours, self._mask
+        count = 0
+        # Inlined probe, and no copy of the kept marks: an hourly expiry of a million marks
+        # must not double the table's memory on the way.
+        for mark, hour in zip(old_keys, old_hours, strict=True):
+            if mark == _EMPTY or hour < keep_from_hour:
+                continue
+            slot = mark & mask
+            while keys[slot] != _EMPTY:  # marks in the old table are distinct
+                slot = (slot + 1) & mask
+            keys[slot] = mark
+            hours[slot] = hour
+            count += 1
+        self._count = count
