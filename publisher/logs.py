@@ -74,5 +74,5 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # librdkafka and urllib3 chatter is not ours to show at INFO.
-    for noisy in ("urllib3", "httpx", "httpcore"):
+    for noisy in ("urllib3", "httpx", "httpx2", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

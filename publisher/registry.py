@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+# The registry client runs on httpx or its fork httpx2, whichever this Python gets; its compat
+# module names the one in use, so transport errors are caught whichever it is.
+from confluent_kafka.schema_registry.common._httpx_compat import httpx
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from publisher.errors import SchemaError, SchemaRegistryUnavailableError
