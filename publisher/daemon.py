@@ -145,7 +145,9 @@ class Daemon:
         )
         self._encoder = EventEncoder(sid)
         self._sink = TransactionalSink(
-            producer_config(settings, transactional_id(settings)), sleep=self.sleep
+            producer_config(settings, transactional_id(settings)),
+            sleep=self.sleep,
+            on_trouble=self._degraded,
         )
         self._sink.init()
         self.health.producer_ready = True

@@ -56,12 +56,14 @@ class TransactionalSink:
         op_timeout_s: float = 30.0,
         commit_deadline_s: float = 300.0,
         sleep: Callable[[float], None] = time.sleep,
+        on_trouble: Callable[[str], None] | None = None,
     ) -> None:
         self._producer = Producer({**config, "error_cb": self._on_error})
         self._transactional_id = str(config["transactional.id"])
         self._op_timeout = op_timeout_s
         self._commit_deadline = commit_deadline_s
         self._sleep = sleep
+        self._on_trouble = on_trouble or (lambda _reason: None)
         self._in_transaction = False
 
     def _on_error(self, err: RdKafkaError) -> None:
@@ -92,6 +94,7 @@ class TransactionalSink:
                 if retry_until is not None and time.monotonic() > retry_until:
                     raise error from exc
                 log.warning("init_transactions failed, retrying: %s", error)
+                self._on_trouble(f"kafka: {error}")
                 self._sleep(2.0)
 
     def commit(self, records: Iterable[OutRecord]) -> int:
@@ -144,6 +147,7 @@ class TransactionalSink:
                 # Outcome unknown (e.g. broker away): the same commit is asked again, so the
                 # transaction ends committed exactly once or aborted as a whole.
                 log.warning("commit outcome unknown (%s); retrying the commit", err.str())
+                self._on_trouble(f"kafka: commit retrying ({err.str()})")
                 self._sleep(delay)
                 delay = min(delay * 2, 10.0)
 
