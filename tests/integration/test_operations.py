@@ -240,6 +240,8 @@ def test_readyz_turns_not_ready_while_the_broker_is_down(
         env = _env(private_kafka.bootstrap_servers, registry_url, sim, unique_name)
         with _daemon(env, tmp_path / "daemon.log") as running:
             running.wait_until("ready", lambda: running.readyz()[0] == 200, timeout=180)
+            # Caught up and idle between polls: the broker goes away as it would in production.
+            wait_for_cursor(env, _caught_up_target(), 240, running.proc, running.log)
             failing: list[str] = []
 
             def not_ready() -> bool:
@@ -254,11 +256,23 @@ def test_readyz_turns_not_ready_while_the_broker_is_down(
                 healthz = running.get("/healthz")[0]
             finally:
                 private_kafka.start()
-            came_back = running.wait_until(
-                "ready again", lambda: running.readyz()[0] == 200, timeout=400
-            )
+            back_at = time.time()
+
+            def committing_and_ready() -> bool:
+                # Ready, and two commits made after the broker returned: publishing again, not
+                # a single lucky transaction between two failures.
+                commits.append(
+                    _value(running.metrics(), "cdr_publisher_last_commit_timestamp_seconds")
+                )
+                after = sorted({c for c in commits if c > back_at})
+                return len(after) >= 2 and running.readyz()[0] == 200
+
+            commits: list[float] = []
+            came_back = running.wait_until("ready again", committing_and_ready, timeout=400)
             _status, body = running.readyz()
             assert running.proc.poll() is None
+            # The outage cost nothing: every event is still in the topic once.
+            events = events_by_report_id(env)
 
     print(
         f"\nnot ready {went_down:.0f}s after the broker stopped, failing: {failing}; "
@@ -270,6 +284,8 @@ def test_readyz_turns_not_ready_while_the_broker_is_down(
     ), failing
     assert _value(samples, "cdr_publisher_ready") == 0.0
     assert body == {"ready": True, "failing": []}
+    assert events
+    assert all(len(msgs) == 1 for msgs in events.values())
 
 
 # --- c: no secret anywhere --------------------------------------------------------------------
