@@ -174,7 +174,7 @@ class Settings(BaseSettings):
     def _https_unless_loopback(cls, url: str) -> str:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http(s) URL, got {url!r}")
+            raise ValueError(f"must be an http(s) URL, got {redact_url(url)!r}")
         if parts.scheme == "http" and not is_loopback_url(url):
             raise ValueError("plain http is only allowed for loopback hosts; use https")
         return url.rstrip("/")
@@ -287,7 +287,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = [str(part) for part in error["loc"]]
-        name = loc[0] if loc else "settings"
-        where = _env_name(name) if loc else "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        if not loc:
+            # A rule across settings (its message names them): there is no one variable to blame.
+            raise ConfigError(f"invalid settings: {message}") from None
         # Never echo the input: it may be a secret.
-        raise ConfigError(f"invalid setting {where}: {error['msg']}") from None
+        raise ConfigError(f"invalid setting {_env_name(loc[0])}: {message}") from None

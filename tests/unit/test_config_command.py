@@ -135,6 +135,7 @@ def test_secret_values_lists_every_credential_for_the_scrubber() -> None:
         ("CDR_PUBLISHER_KAFKA_EXTRA", '{"sasl.password": pw-9c8b7a6d', "CDR_PUBLISHER_KAFKA_EXTRA"),
         ("CDR_PUBLISHER_KAFKA_SECURITY_PROTOCOL", "SASL_SSL", "kafka_sasl_mechanism"),
         ("CDR_PUBLISHER_POLL_INTERVALS", "5", "CDR_PUBLISHER_POLL_INTERVALS"),
+        ("CDR_PUBLISHER_SCHEMA_REGISTRY_URL", "ftp://u:pw-9c8b7a6d@h", "SCHEMA_REGISTRY_URL"),
     ],
 )
 def test_invalid_configuration_exits_1_naming_the_setting(
