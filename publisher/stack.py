@@ -395,6 +395,15 @@ def registry_ready(config: StackConfig, timeout: float = 2.0) -> bool:
         return False
 
 
+def _alive(pid: int, config: StackConfig) -> bool:
+    """Our own child: ask the OS whether it exited (the java launcher may re-exec itself, and
+    its command line can look foreign for a moment). Otherwise: look for the marker."""
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        return child.poll() is None
+    return _pid_alive_with_marker(pid, config.marker)
+
+
 def _log_tail(path: Path, lines: int = 3) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -415,7 +424,7 @@ def _wait(config: StackConfig, pids: dict[str, int]) -> None:
         for name in sorted(pending):
             if checks[name](config):
                 pending.discard(name)
-            elif not _pid_alive_with_marker(pids[name], config.marker):
+            elif not _alive(pids[name], config):
                 raise StackError(f"{name} exited during start-up: {_log_tail(logs[name])}")
         if pending and time.monotonic() > deadline:
             raise StackError(

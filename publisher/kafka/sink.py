@@ -23,6 +23,7 @@ from confluent_kafka import KafkaException, Producer
 
 from publisher import metrics
 from publisher.errors import FencedError, KafkaError
+from publisher.kafka.config import RDKAFKA_LOG
 
 log = logging.getLogger("publisher.kafka")
 
@@ -67,8 +68,11 @@ class TransactionalSink:
         self._in_transaction = False
 
     def _on_error(self, err: RdKafkaError) -> None:
-        # Broker-down and similar are reported here and retried by librdkafka itself.
-        log.warning("kafka client: %s", err.str(), extra={"code": err.name()})
+        # Broker-down and similar are reported here and retried by librdkafka itself; the
+        # throttled rdkafka logger keeps an outage to a line a minute.
+        RDKAFKA_LOG.warning("kafka client: %s", err.name(), extra={"detail": err.str()})
+        if err.code() == RdKafkaError._ALL_BROKERS_DOWN:
+            self._on_trouble(f"kafka: all brokers down ({err.str()})")
 
     def _translate(self, exc: KafkaException, doing: str) -> KafkaError | FencedError:
         err: RdKafkaError = exc.args[0]

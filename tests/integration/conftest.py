@@ -76,8 +76,8 @@ def private_kafka(
         controller_port=_free_port(),
         state_dir=tmp_path_factory.mktemp("private-kafka"),
     )
-    stack.up(config, services=("kafka",))
     try:
+        stack.up(config, services=("kafka",))
         yield PrivateKafka(config)
     finally:
         stack.down(config, services=("kafka",))
