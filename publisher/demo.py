@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from publisher.errors import PublisherError
 from publisher.events import unframe
+from publisher.kafka.reader import drain, end_offsets
 from publisher.kafka.state import Cursor, cursor_key
 from publisher.registry import fetch_schema
 from publisher.simulator.faults import Faults
@@ -46,19 +47,10 @@ def _read(bootstrap: str, topic: str) -> list[Any]:
         }
     )
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p))[1] for p in partitions}
-        pending = {p for p, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(topic, p, 0) for p in pending])
-        messages = []
-        deadline = time.monotonic() + 60
-        while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.5):
-                if msg.error():
-                    pending.discard(msg.partition())
-                    continue
-                messages.append(msg)
-        return messages
+        partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        ends = end_offsets(consumer, topic, partitions)
+        starts = dict.fromkeys(partitions, 0)
+        return list(drain(consumer, topic, starts, ends, timeout=60, what="reading"))
     finally:
         consumer.close()
 

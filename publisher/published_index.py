@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from publisher.dedup import MarkTable, mark_of
 from publisher.errors import KafkaError
 from publisher.events import MAGIC_BYTE
+from publisher.kafka.reader import drain, end_offsets
 from publisher.webex.record import format_timestamp, parse_timestamp
 
 log = logging.getLogger("publisher.replay")
@@ -36,7 +37,6 @@ SEEK_MARGIN = timedelta(hours=1)
 # Kept even when its start time is this far outside the span: a feed that filters on another
 # time (report or insertion time) returns records that started up to hours before the window.
 KEEP_MARGIN = timedelta(hours=24)
-_PARTITION_EOF = -191
 INDEX_TIMEOUT_S = 600.0
 
 
@@ -163,37 +163,17 @@ def read_published(
         found = consumer.offsets_for_times(
             [TopicPartition(topic, p, since_ms) for p in partitions], timeout=30
         )
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-            for p in partitions
-        }
+        ends = end_offsets(consumer, topic, partitions)
         # offset -1: no event of that partition was produced at or after ``since``.
-        assigned = [tp for tp in found if 0 <= tp.offset < ends[tp.partition]]
-        pending = {tp.partition for tp in assigned}
-        consumer.assign(assigned)
-        deadline = time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                raise KafkaError(
-                    f"indexing {topic!r} did not finish in {timeout:.0f}s", retriable=True
-                )
-            for msg in consumer.consume(10000, 0.5):
-                err = msg.error()
-                partition = msg.partition() or 0
-                if err is not None:
-                    if err.code() == _PARTITION_EOF:
-                        pending.discard(partition)
-                        continue
-                    raise KafkaError(f"indexing {topic!r}: {err}", retriable=err.retriable())
-                value = msg.value()
-                scanned += 1
-                size += len(value or b"")
-                report_id = keep.report_id(value)
-                if report_id:
-                    kept += 1
-                    marks.add(mark_of(report_id), 0)
-                if (msg.offset() or 0) + 1 >= ends[partition]:
-                    pending.discard(partition)
+        starts = {tp.partition: tp.offset for tp in found}
+        for msg in drain(consumer, topic, starts, ends, timeout=timeout, what="indexing"):
+            value = msg.value()
+            scanned += 1
+            size += len(value or b"")
+            report_id = keep.report_id(value)
+            if report_id:
+                kept += 1
+                marks.add(mark_of(report_id), 0)
     except KafkaException as exc:
         raise KafkaError(f"indexing {topic!r}: {exc}", retriable=True) from exc
     finally:

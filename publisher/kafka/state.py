@@ -12,7 +12,6 @@ Restore reads with ``read_committed``, so an aborted or in-doubt transaction is 
 
 from __future__ import annotations
 
-import time
 import uuid
 from array import array
 from dataclasses import dataclass, field
@@ -20,10 +19,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException
 
 from publisher.dedup import MarkTable, unpack_marks
 from publisher.errors import KafkaError
+from publisher.kafka.reader import drain, end_offsets
 from publisher.webex.record import format_timestamp, parse_timestamp
 
 RESTORE_TIMEOUT_S = 120.0
@@ -134,30 +134,12 @@ def read_topic(
         if meta.topics[topic].error is not None:
             raise KafkaError(f"state topic {topic!r}: {meta.topics[topic].error}", retriable=True)
         partitions = sorted(meta.topics[topic].partitions)
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-            for p in partitions
-        }
-        pending = {p for p, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(topic, p, 0) for p in pending])
-        deadline = time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                raise KafkaError(
-                    f"restoring {topic!r} did not finish in {timeout:.0f}s", retriable=True
-                )
-            for msg in consumer.consume(10000, 0.5):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == -191:  # _PARTITION_EOF: at the end (markers are not delivered)
-                        pending.discard(msg.partition())
-                        continue
-                    raise KafkaError(f"restoring {topic!r}: {err}", retriable=err.retriable())
-                key = msg.key()
-                if key is not None:
-                    records.append((key, msg.value()))
-                if (msg.offset() or 0) + 1 >= ends[msg.partition() or 0]:
-                    pending.discard(msg.partition())
+        ends = end_offsets(consumer, topic, partitions)
+        starts = dict.fromkeys(partitions, 0)
+        for msg in drain(consumer, topic, starts, ends, timeout=timeout, what="restoring"):
+            key = msg.key()
+            if key is not None:
+                records.append((key, msg.value()))
     except KafkaException as exc:
         raise KafkaError(f"restoring {topic!r}: {exc}", retriable=True) from exc
     finally:
