@@ -31,6 +31,7 @@ from publisher.batch import Batch, Topics, build_batch
 from publisher.dedup import pack_marks
 from publisher.errors import (
     KafkaError,
+    ProducerLostError,
     PublisherError,
     WebexBadPageError,
     WebexError,
@@ -144,13 +145,7 @@ class Daemon:
             ),
         )
         self._encoder = EventEncoder(sid)
-        self._sink = TransactionalSink(
-            producer_config(settings, transactional_id(settings)),
-            sleep=self.sleep,
-            on_trouble=self._degraded,
-        )
-        self._sink.init()
-        self.health.producer_ready = True
+        self._new_producer()
         self.restore()
         log.info(
             "started",
@@ -163,6 +158,19 @@ class Daemon:
                 "dedup_marks": len(self.state.marks),
             },
         )
+
+    def _new_producer(self) -> None:
+        """A fresh transactional producer; init_transactions fences whatever the old one left."""
+        if self._sink is not None:
+            self._sink.close()
+        self.health.producer_ready = False
+        self._sink = TransactionalSink(
+            producer_config(self.settings, transactional_id(self.settings)),
+            sleep=self.sleep,
+            on_trouble=self._degraded,
+        )
+        self._sink.init()
+        self.health.producer_ready = True
 
     def restore(self) -> None:
         """Read the state topic (read_committed) back into memory."""
@@ -232,6 +240,8 @@ class Daemon:
                 if not exc.retriable:
                     raise
                 self._degraded(f"kafka: {exc}")
+                if isinstance(exc, ProducerLostError):
+                    self._new_producer()
                 self.restore()  # back to what is really committed
                 continue
             except (WebexError, WindowError) as exc:

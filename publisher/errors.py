@@ -20,6 +20,7 @@ with ``raise ... from`` so that callers only ever handle this tree::
     ├── SchemaError                 the registry refused the schema, or it does not match
     │   └── SchemaRegistryUnavailableError   the registry cannot be reached (retriable)
     ├── KafkaError                  broker unavailable or a transaction failed (retriable flag)
+    │   └── ProducerLostError       fatal producer error, not fencing: make a new producer
     └── FencedError                 another instance owns this transactional.id (fatal, exit 3)
 """
 
@@ -127,6 +128,14 @@ class KafkaError(PublisherError):
     def __init__(self, message: str, *, retriable: bool = False) -> None:
         super().__init__(message)
         self.retriable = retriable
+
+
+class ProducerLostError(KafkaError):
+    """The producer hit a fatal error that is not another instance taking over (for example its
+    transaction timed out while the broker was away): create a new producer and carry on."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retriable=True)
 
 
 class FencedError(PublisherError):

@@ -324,8 +324,8 @@ def _start_kafka(config: StackConfig) -> int:
                 "kafka.tools.StorageTool",
                 "format",
                 "--standalone",
-                "-t",
-                cluster_id,
+                # The "=" form: a random id may start with "-" and pass for an option.
+                f"--cluster-id={cluster_id}",
                 "-c",
                 str(props),
             ],

@@ -22,18 +22,19 @@ from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException, Producer
 
 from publisher import metrics
-from publisher.errors import FencedError, KafkaError
+from publisher.errors import FencedError, KafkaError, ProducerLostError
 from publisher.kafka.config import RDKAFKA_LOG
 
 log = logging.getLogger("publisher.kafka")
 
 Headers = list[tuple[str, bytes]]
 _ProduceHeaders = list[tuple[str, str | bytes | None]]
+# Another instance took over (or we may not use the id): stop. Other fatal errors (e.g. an epoch
+# bumped because our transaction timed out while the broker was away) only cost this producer.
 _FENCING_CODES = frozenset(
     {
         RdKafkaError._FENCED,
         RdKafkaError.PRODUCER_FENCED,
-        RdKafkaError.INVALID_PRODUCER_EPOCH,
         RdKafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
     }
 )
@@ -66,6 +67,7 @@ class TransactionalSink:
         self._sleep = sleep
         self._on_trouble = on_trouble or (lambda _reason: None)
         self._in_transaction = False
+        self._lost = False
 
     def _on_error(self, err: RdKafkaError) -> None:
         # Broker-down and similar are reported here and retried by librdkafka itself; the
@@ -76,11 +78,14 @@ class TransactionalSink:
 
     def _translate(self, exc: KafkaException, doing: str) -> KafkaError | FencedError:
         err: RdKafkaError = exc.args[0]
-        if err.code() in _FENCING_CODES or err.fatal():
+        if err.code() in _FENCING_CODES:
             return FencedError(
                 f"{doing}: transactional.id {self._transactional_id!r} was fenced "
                 f"({err.name()}); another instance owns this work now"
             )
+        if err.fatal():
+            self._lost = True
+            return ProducerLostError(f"{doing}: fatal producer error {err.name()}: {err.str()}")
         return KafkaError(
             f"{doing}: {err.str()}", retriable=err.retriable() or err.txn_requires_abort()
         )
@@ -93,7 +98,7 @@ class TransactionalSink:
                 return
             except KafkaException as exc:
                 error = self._translate(exc, "init_transactions")
-                if isinstance(error, FencedError) or not error.retriable:
+                if isinstance(error, FencedError | ProducerLostError) or not error.retriable:
                     raise error from exc
                 if retry_until is not None and time.monotonic() > retry_until:
                     raise error from exc
@@ -114,7 +119,7 @@ class TransactionalSink:
             self._commit_with_retries()
         except KafkaException as exc:
             error = self._translate(exc, "transaction")
-            if isinstance(error, FencedError):
+            if isinstance(error, FencedError | ProducerLostError):
                 raise error from exc
             self.abort()
             raise error from exc
@@ -156,7 +161,8 @@ class TransactionalSink:
                 delay = min(delay * 2, 10.0)
 
     def abort(self) -> None:
-        if not self._in_transaction:
+        if not self._in_transaction or self._lost:
+            self._in_transaction = False
             return
         try:
             self._producer.abort_transaction(self._op_timeout)
@@ -169,6 +175,11 @@ class TransactionalSink:
             self._in_transaction = False
 
     def close(self) -> None:
-        """Abort an open transaction and flush; called on shutdown."""
-        self.abort()
-        self._producer.flush(5)
+        """Abort an open transaction and flush; never raises (it runs on the way out, where an
+        error would hide the one that brought us here)."""
+        try:
+            self.abort()
+            if not self._lost:
+                self._producer.flush(5)
+        except (KafkaException, FencedError, KafkaError) as exc:
+            log.warning("closing the producer: %s", exc)
