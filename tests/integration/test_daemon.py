@@ -18,6 +18,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from publisher.events import unframe
@@ -30,7 +31,7 @@ from tests.integration.daemon_helpers import (
     stop,
     wait_for_cursor,
 )
-from tests.integration.kafka_helpers import read_all
+from tests.integration.kafka_helpers import create_topic, read_all
 
 HISTORY_HOURS = 3.0
 FAULTS = Faults(error_5xx=0.2, malformed=0.02, unknown_keys=0.1, casing=0.2, duplicates=0.1)
@@ -202,3 +203,54 @@ def test_corrupt_record_goes_to_the_dlq_and_its_neighbours_are_published(
             else:
                 assert "report_id" in headers["dlq_reason"].decode()
         _assert_exactly_once(env, sim, cursor.position)
+
+
+def test_a_second_instance_fences_the_first(
+    bootstrap_servers: str, registry_url: str, unique_name: str, tmp_path: Path
+) -> None:
+    """Two daemons of one deployment and org: the newer one's init_transactions fences the older,
+    which stops with exit code 3 and a one-line reason, no traceback; the newer one carries on."""
+    with _simulator(Faults(), seed=14) as sim:
+        env = DaemonEnv(bootstrap_servers, registry_url, sim.base_url, prefix=unique_name)
+        first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+        first = env.start(first_log)
+        second = None
+        try:
+            wait_for_cursor(env, 0, timeout=90, proc=first, log=first_log)
+            second = env.start(second_log)
+            code = first.wait(timeout=60)
+            started = time.time()
+            wait_for_cursor(
+                env, 0, timeout=90, proc=second, log=second_log, committed_after=started
+            )
+        finally:
+            stop(first)
+            if second is not None:
+                assert stop(second) == 0
+
+        text = first_log.read_text()
+        assert code == 3, text[-2000:]
+        assert "fenced" in text
+        assert "Traceback" not in text
+
+
+def test_start_up_refuses_a_state_topic_that_is_not_compacted(
+    admin: AdminClient,
+    bootstrap_servers: str,
+    registry_url: str,
+    unique_name: str,
+    tmp_path: Path,
+) -> None:
+    """A state topic with cleanup.policy=delete stops start-up with exit 1 naming the setting."""
+    env = DaemonEnv(bootstrap_servers, registry_url, "http://127.0.0.1:9", prefix=unique_name)
+    create_topic(admin, env.state_topic, config={"cleanup.policy": "delete"})
+    log = tmp_path / "daemon.log"
+
+    proc = env.start(log)
+    code = proc.wait(timeout=60)
+
+    text = log.read_text()
+    assert code == 1, text[-2000:]
+    assert "CDR_PUBLISHER_STATE_TOPIC" in text
+    assert "compact" in text
+    assert "Traceback" not in text
