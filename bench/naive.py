@@ -90,8 +90,10 @@ def run_naive(
 ) -> int:
     """Publish the first ``limit`` records of ``pages`` the naive way; returns how many."""
     model = cdr_model()
-    with SchemaRegistryClient({"url": registry_url}) as registry:
-        serializer = JSONSerializer(schema_text(), registry)
+    with SchemaRegistryClient({"url": registry_url, "timeout": 30}) as registry:
+        serializer = JSONSerializer(
+            schema_text(), registry, conf={"subject.name.strategy.type": "TOPIC"}
+        )
         producer = Producer(producer_config)
         context = SerializationContext(topic, MessageField.VALUE)
         sent = 0

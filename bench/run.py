@@ -245,7 +245,7 @@ def cleanup(args: argparse.Namespace, prefix: str) -> None:
     except Exception as exc:  # noqa: BLE001 - cleanup must not hide the figures
         print(f"cleanup: topics: {exc}", file=sys.stderr)
     try:
-        with SchemaRegistryClient({"url": args.registry}) as registry:
+        with SchemaRegistryClient({"url": args.registry, "timeout": 30}) as registry:
             for subject in registry.get_subjects():
                 if subject.startswith(prefix + "."):
                     registry.delete_subject(subject)

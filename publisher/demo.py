@@ -191,7 +191,9 @@ def _report(
         schema_ids.add(schema_id)
         decoded.append((msg, event))
     for schema_id in schema_ids:
-        fetch_schema({"url": registry}, schema_id)  # every id resolves in the registry
+        fetch_schema(
+            {"url": registry, "timeout": 30}, schema_id
+        )  # every id resolves in the registry
     ids = Counter(event["event_id"] for _, event in decoded)
     dlq_ids = {msg.key().decode() for msg in dlq if msg.key()}
     print()

@@ -92,7 +92,9 @@ def consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
 
 
 def registry_config(settings: Settings) -> dict[str, Any]:
-    config: dict[str, Any] = {"url": settings.schema_registry_url}
+    # The registry client has no time-out by default: a registry that accepts a connection and
+    # never answers would hang start-up (seen with Apicurio under load).
+    config: dict[str, Any] = {"url": settings.schema_registry_url, "timeout": 30}
     if settings.schema_registry_basic_auth:
         config["basic.auth.user.info"] = settings.schema_registry_basic_auth.get_secret_value()
     if settings.schema_registry_ca_location:

@@ -97,7 +97,7 @@ def _assert_exactly_once(env: DaemonEnv, sim: Simulator, cursor_position: dateti
 
 
 def _assert_decodable(env: DaemonEnv, values: list[bytes | None]) -> None:
-    with SchemaRegistryClient({"url": env.registry_url}) as client:
+    with SchemaRegistryClient({"url": env.registry_url, "timeout": 30}) as client:
         schemas: dict[int, object] = {}
         for value in values:
             schema_id, event = unframe(value or b"")

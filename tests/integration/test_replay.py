@@ -115,7 +115,9 @@ def _events(env: DaemonEnv, topic: str | None = None) -> dict[str, list[Any]]:
 def _publish_directly(env: DaemonEnv, records: list[dict[str, Any]]) -> set[str]:
     """Publish ``records`` as the daemon would have (same events, not through a replay)."""
     page = parse_page(orjson.dumps({"items": records}))
-    schema_id = ensure_event_schema({"url": env.registry_url}, env.events_topic, auto_register=True)
+    schema_id = ensure_event_schema(
+        {"url": env.registry_url, "timeout": 30}, env.events_topic, auto_register=True
+    )
     batch = build_batch(
         page,
         committed=MarkTable(),
