@@ -22,6 +22,10 @@ class Cluster:
     origin: str
 
 
+USED_CLUSTERS: list[Cluster] = []
+"""The clusters this session's integration tests used (printed in the terminal summary)."""
+
+
 def _docker_answers() -> bool:
     """True when a Docker engine answers a ping on its socket (checked without the docker SDK,
     whose failed pings leak sockets and would fail a warnings-as-errors run)."""

@@ -7,17 +7,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from publisher.errors import StackError
-from tests.integration.cluster import Cluster, cluster
-
-_USED: list[Cluster] = []
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    for found in _USED:
-        terminalreporter.write_line(
-            f"integration tests ran against ({found.origin}): kafka {found.bootstrap_servers}, "
-            f"registry {found.registry_url}"
-        )
+from tests.integration.cluster import USED_CLUSTERS, Cluster, cluster
 
 
 @pytest.fixture(scope="session")
@@ -25,10 +15,7 @@ def kafka_cluster() -> Iterator[Cluster]:
     """A real broker and registry for the session; fails (never skips) when none can be had."""
     try:
         with cluster() as found:
-            print(
-                f"\nintegration cluster ({found.origin}): kafka {found.bootstrap_servers}, "
-                f"registry {found.registry_url}"
-            )
+            USED_CLUSTERS.append(found)  # for the session summary in tests/conftest.py
             yield found
     except StackError as exc:
         pytest.fail(f"no Kafka broker / Schema Registry for the integration tests: {exc}")
