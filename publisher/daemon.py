@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import TypeVar
 
@@ -28,6 +28,7 @@ from confluent_kafka.admin import AdminClient
 
 from publisher import metrics
 from publisher.batch import Batch, Topics, build_batch
+from publisher.clock import Clock, utcnow
 from publisher.dedup import pack_marks
 from publisher.errors import (
     KafkaError,
@@ -52,12 +53,7 @@ from publisher.webex.windows import Endpoint, Window, newest_end, oldest_start, 
 log = logging.getLogger("publisher.daemon")
 LIVE_JOB = "live"
 RETENTION_HEADROOM = timedelta(minutes=1)
-Clock = Callable[[], datetime]
 T = TypeVar("T")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class ShutdownRequestedError(BaseException):

@@ -38,6 +38,7 @@ from confluent_kafka.admin import AdminClient
 
 from publisher import metrics
 from publisher.batch import Batch, Topics, build_batch
+from publisher.clock import Clock, utcnow
 from publisher.dedup import MarkTable, mark_of, pack_marks
 from publisher.errors import (
     FencedError,
@@ -68,7 +69,6 @@ from publisher.webex.windows import Endpoint, Window, oldest_start, split
 
 log = logging.getLogger("publisher.replay")
 
-Clock = Callable[[], datetime]
 # Below the live stream's 0: the shared limiter serves a waiting live request first.
 REPLAY_PRIORITY = -10
 DEFAULT_WIDEN = timedelta(hours=1)
@@ -76,10 +76,6 @@ MAX_WIDEN = timedelta(hours=24)
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _MAX_ATTEMPTS = 8
 PROGRESS_VERSION = 1
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class ReplayMode(StrEnum):

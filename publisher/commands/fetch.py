@@ -58,9 +58,10 @@ def _iso(text: str) -> datetime:
 
 def run(args: argparse.Namespace) -> int:
     from publisher import logs  # noqa: PLC0415 - keep --help fast
+    from publisher.clock import utcnow  # noqa: PLC0415
     from publisher.errors import UsageError, WebexBadPageError, WindowError  # noqa: PLC0415
     from publisher.settings import load_settings  # noqa: PLC0415
-    from publisher.webex.client import CdrClient, utcnow  # noqa: PLC0415
+    from publisher.webex.client import CdrClient  # noqa: PLC0415
     from publisher.webex.record import parse_page  # noqa: PLC0415
     from publisher.webex.windows import Endpoint, split  # noqa: PLC0415
 

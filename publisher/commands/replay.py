@@ -69,6 +69,7 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from publisher import logs  # noqa: PLC0415 - keep --help fast
+    from publisher.clock import utcnow  # noqa: PLC0415
     from publisher.replay import (  # noqa: PLC0415
         ReplayRequest,
         new_replay_id,
@@ -76,7 +77,6 @@ def run(args: argparse.Namespace) -> int:
         parse_time,
         plan,
         split_locations,
-        utcnow,
     )
     from publisher.settings import load_settings  # noqa: PLC0415
 

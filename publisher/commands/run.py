@@ -24,7 +24,8 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from publisher import logs  # noqa: PLC0415 - keep --help fast
-    from publisher.daemon import Daemon, install_signal_handlers, utcnow  # noqa: PLC0415
+    from publisher.clock import utcnow  # noqa: PLC0415
+    from publisher.daemon import Daemon, install_signal_handlers  # noqa: PLC0415
     from publisher.health import Health  # noqa: PLC0415
     from publisher.http_api import HttpApi  # noqa: PLC0415
     from publisher.replay import ReplayManager  # noqa: PLC0415

@@ -25,7 +25,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -37,6 +37,7 @@ import orjson
 import requests
 
 from publisher import metrics
+from publisher.clock import Clock, Sleep, utcnow
 from publisher.errors import (
     WebexAuthError,
     WebexBadPageError,
@@ -54,8 +55,6 @@ from publisher.webex.windows import Endpoint, Window, check, format_time, oldest
 
 log = logging.getLogger("publisher.webex")
 
-Clock = Callable[[], datetime]
-Sleep = Callable[[float], None]
 
 MIN_PAGE_SIZE: Final = 500
 MAX_PAGE_SIZE: Final = 5000
@@ -65,10 +64,6 @@ _MAX_ERROR_BODY_BYTES: Final = 64 * 1024
 _EMPTY_PAGE_PROBE_BYTES: Final = 1024
 _CHUNK: Final = 256 * 1024
 _WEBEX_DOMAINS: Final = (".webexapis.com", ".webex.com")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
