@@ -45,6 +45,7 @@ from publisher.kafka.config import producer_config
 from publisher.kafka.sink import OutRecord, TransactionalSink
 from publisher.kafka.state import Cursor, cursor_key, dedup_key
 from publisher.settings import Settings, load_settings
+from publisher.stack import StackConfig
 from publisher.webex.windows import Endpoint, Window
 
 SECTIONS = ("publish", "baseline", "restore", "daemon", "replay")
@@ -73,8 +74,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--baseline-records", type=int, help="records for the naive baseline")
     parser.add_argument("--marks", type=int, help="live dedup marks for the restore run")
     parser.add_argument("--daemon-records", type=int, help="daemon run size")
-    parser.add_argument("--bootstrap", default="127.0.0.1:19092")
-    parser.add_argument("--registry", default="http://127.0.0.1:18081/apis/ccompat/v7")
+    # Defaults: the local stack as `make bench` brought it up (CDR_STACK_* ports honoured).
+    local = StackConfig.from_env()
+    parser.add_argument("--bootstrap", default=local.bootstrap_servers)
+    parser.add_argument("--registry", default=local.registry_url)
     parser.add_argument("--out", type=Path, default=Path("bench-results.json"))
     parser.add_argument("--skip", action="append", choices=SECTIONS, default=[])
     parser.add_argument("--keep-topics", action="store_true", help="leave the bench topics behind")
