@@ -1,6 +1,7 @@
 """Faults the simulator can inject, and the deterministic dice that decide where they land.
 
-Record faults (malformed, unknown keys, key casing, duplicates) are decided by hashing the seed
+Record faults (malformed, unknown keys, key casing, duplicates, a huge field, bytes that are not
+UTF-8) are decided by hashing the seed
 and the record's Report ID, so the same record is always corrupted the same way and a test can
 find it again. Request faults (5xx, slow, forced 429) come from one seeded random stream drawn
 once per request, in arrival order.
@@ -15,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+import orjson
+
 DUPLICATE_MAX_DELAY_MS = 30 * 60_000
 
 # Spellings accepted from the CLI and the admin endpoint, mapped to the dataclass fields.
@@ -27,9 +30,23 @@ _ALIASES = {
     "casing": "casing",
     "duplicates": "duplicates",
     "429": "force_429",
+    "huge": "huge",
+    "bad-utf8": "bad_utf8",
 }
-_PROBABILITIES = ("error_5xx", "slow", "malformed", "unknown_keys", "casing", "duplicates")
+_PROBABILITIES = (
+    "error_5xx", "slow", "malformed", "unknown_keys", "casing", "duplicates", "huge", "bad_utf8",
+)  # fmt: skip
 MALFORMED_KINDS = ("missing-report-id", "bad-duration", "bad-timestamp")
+# Records that break a publisher's limits rather than its parser: a field of megabytes (the event
+# cannot fit a Kafka message) and bytes that are not UTF-8 (the page is no longer valid JSON).
+HUGE_KIND = "huge-field"
+BAD_UTF8_KIND = "bad-utf8"
+HUGE_FIELD = "Location"
+HUGE_FIELD_BYTES = 5 * 1024 * 1024
+BAD_UTF8_FIELD = "Client version"
+# Stands in for the bad bytes while the page is a Python object; encode_page swaps it for them.
+_BAD_UTF8_MARK = "\ue000bad-utf8\ue000"
+BAD_UTF8_BYTES = b"v1.\xff\xfe\xc3(bad)"
 UNKNOWN_KEYS = (("Future field X", "x-value"), ("Carrier routing label", "RL-7"))
 ERROR_STATUSES = (500, 502, 503, 504)
 
@@ -46,6 +63,8 @@ class Faults:
     casing: float = 0.0
     duplicates: float = 0.0
     force_429: float = 0.0
+    huge: float = 0.0
+    bad_utf8: float = 0.0
 
     def __post_init__(self) -> None:
         for name in (*_PROBABILITIES, "force_429"):
@@ -125,7 +144,25 @@ def corrupt(record: dict[str, Any], faults: Faults, seed: int) -> tuple[dict[str
     if faults.malformed > 0 and chance(seed, "malformed", rid) < faults.malformed:
         kind = MALFORMED_KINDS[int(chance(seed, "malformed-which", rid) * len(MALFORMED_KINDS))]
         out = _break(out, kind)
+    elif faults.huge > 0 and chance(seed, "huge", rid) < faults.huge:
+        kind = HUGE_KIND
+        out = dict(out)
+        _set_folded(out, HUGE_FIELD.casefold(), "A" * HUGE_FIELD_BYTES)
+    elif faults.bad_utf8 > 0 and chance(seed, "bad-utf8", rid) < faults.bad_utf8:
+        kind = BAD_UTF8_KIND
+        out = dict(out)
+        _set_folded(out, BAD_UTF8_FIELD.casefold(), _BAD_UTF8_MARK)
     return out, kind
+
+
+def encode_page(records: list[dict[str, Any]]) -> bytes:
+    """The page body ``{"items": [...]}``, with the bytes that are not UTF-8 put in where a
+    record was given them (JSON encoders cannot write them)."""
+    body = orjson.dumps({"items": records})
+    mark = orjson.dumps(_BAD_UTF8_MARK)[1:-1]
+    if mark in body:
+        body = body.replace(mark, BAD_UTF8_BYTES)
+    return body
 
 
 # Variants real parsers must fold back: case changes and runs of white space.

@@ -307,7 +307,11 @@ class Traffic:
         history_start_ms: int,
         cache_buckets: int = 720,
         cache_calls: int = 20_000,
+        recent_minutes: int = 0,
     ) -> None:
+        """``recent_minutes`` > 0 keeps an index of the legs inserted in that many recent minutes,
+        grown as time moves on, so that a caught-up stream poll generates only the new minute
+        buckets instead of scanning the whole insertion lookback (what makes many orgs cheap)."""
         if calls_per_minute < 0:
             raise ValueError("calls_per_minute must be >= 0")
         self.seed = seed
@@ -318,6 +322,7 @@ class Traffic:
         self._cache_calls = cache_calls
         self._buckets: OrderedDict[int, _Bucket] = OrderedDict()
         self._records: OrderedDict[tuple[int, int], list[Record]] = OrderedDict()
+        self._recent = _RecentIndex(self, recent_minutes) if recent_minutes > 0 else None
 
     # --- phase 1: plans ------------------------------------------------------------------------
 
@@ -403,12 +408,9 @@ class Traffic:
             legs=legs,
         )
 
-    def _bucket(self, minute: int) -> _Bucket:
-        bucket = self._buckets.get(minute)
-        if bucket is not None:
-            self._buckets.move_to_end(minute)
-            return bucket
-        legs = [
+    def legs_of(self, minute: int) -> list[Leg]:
+        """Every leg of the calls that start in ``minute`` (not cached)."""
+        return [
             Leg(
                 lp.inserted_ms,
                 lp.start_ms,
@@ -421,6 +423,13 @@ class Traffic:
             for plan in self.plans(minute)
             for i, lp in enumerate(plan.legs)
         ]
+
+    def _bucket(self, minute: int) -> _Bucket:
+        bucket = self._buckets.get(minute)
+        if bucket is not None:
+            self._buckets.move_to_end(minute)
+            return bucket
+        legs = self.legs_of(minute)
         by_inserted = sorted(legs, key=lambda g: g.inserted_ms)
         by_start = sorted(legs, key=lambda g: g.start_ms)
         bucket = _Bucket(
@@ -447,6 +456,11 @@ class Traffic:
 
         ``lookback_ms`` widens a stream scan (for records inserted again, later).
         """
+        if endpoint == "stream" and self._recent is not None:
+            found = self._recent.legs(start_ms - lookback_ms, min(end_ms, now_ms + 1), now_ms)
+            if found is not None:
+                yield from found
+                return
         if endpoint == "stream":
             first = start_ms - STREAM_LOOKBACK_MS - lookback_ms
             last = min(end_ms, now_ms)
@@ -483,6 +497,57 @@ class Traffic:
 
     def records(self, legs: Iterable[Leg]) -> list[Record]:
         return [self.record(g) for g in legs]
+
+
+class _RecentIndex:
+    """Legs by insertion minute for the recent past of one :class:`Traffic`.
+
+    Insertion minute M is complete once every start bucket from M - lookback to M has been
+    distributed. Start buckets are distributed in one contiguous run [first, next) that grows as
+    time moves on; minutes below ``floor`` are dropped (kept: the last ``keep`` minutes and what is
+    not inserted yet). A query below the floor but still recent restarts the index there; an older
+    one is not answered here (None: the caller scans the buckets).
+    """
+
+    _LOOKBACK_MINUTES = STREAM_LOOKBACK_MS // MINUTE_MS + 1
+
+    def __init__(self, traffic: Traffic, keep_minutes: int) -> None:
+        self._traffic = traffic
+        self._keep = keep_minutes
+        self._by_minute: dict[int, list[Leg]] = {}
+        self._next: int | None = None
+        self._floor = 0
+
+    def legs(self, lo_ms: int, hi_ms: int, now_ms: int) -> list[Leg] | None:
+        """Visible legs inserted in [lo_ms, hi_ms), or None when the span is not recent."""
+        if hi_ms <= lo_ms:
+            return []
+        now_minute = now_ms // MINUTE_MS
+        first, last = lo_ms // MINUTE_MS, (hi_ms - 1) // MINUTE_MS
+        recent_from = now_minute - self._keep
+        if self._next is None or first < self._floor:
+            if first < recent_from:
+                return None
+            self._by_minute = {}
+            self._floor = first
+            history = self._traffic.history_start_ms // MINUTE_MS
+            self._next = max(first - self._LOOKBACK_MINUTES, history)
+        for minute in range(self._next, last + 1):
+            for leg in self._traffic.legs_of(minute):
+                at = leg.inserted_ms // MINUTE_MS
+                if at >= self._floor:
+                    self._by_minute.setdefault(at, []).append(leg)
+        self._next = max(self._next, last + 1)
+        if recent_from > self._floor and first >= recent_from:
+            for minute in [m for m in self._by_minute if m < recent_from]:
+                del self._by_minute[minute]
+            self._floor = recent_from
+        return [
+            leg
+            for minute in range(first, last + 1)
+            for leg in self._by_minute.get(minute, ())
+            if lo_ms <= leg.inserted_ms < hi_ms and leg.inserted_ms <= now_ms
+        ]
 
 
 def _call_ids(rng: random.Random, t_ms: int) -> tuple[str, str, str]:

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
-from publisher.simulator.faults import Faults, RequestDice, corrupt
+from publisher.simulator.faults import (
+    BAD_UTF8_BYTES,
+    BAD_UTF8_KIND,
+    HUGE_FIELD_BYTES,
+    HUGE_KIND,
+    Faults,
+    RequestDice,
+    corrupt,
+    encode_page,
+)
 from publisher.simulator.generator import MINUTE_MS, Traffic
 from publisher.webex.fields import normalise_key
 
@@ -112,3 +122,23 @@ def test_request_dice_repeat_for_a_seed() -> None:
     assert statuses == {500, 502, 503, 504}
     assert any(delay == 0.5 for _, delay, _ in rolls)
     assert any(force for _, _, force in rolls)
+
+
+def test_huge_and_bad_utf8_faults_mark_records_and_break_the_page_bytes() -> None:
+    """huge=P gives a record a 5 MB field; bad-utf8=P gives one bytes that are not UTF-8 in the
+    served page, which stays valid JSON everywhere else; both are reported by kind."""
+    faults = Faults.parse("huge=0.02,bad-utf8=0.02")
+    records = sample_records()
+    served = [corrupt(r, faults, seed=3) for r in records]
+    kinds = [kind for _, kind in served]
+
+    assert HUGE_KIND in kinds
+    assert BAD_UTF8_KIND in kinds
+    huge = next(r for r, kind in served if kind == HUGE_KIND)
+    assert len(huge["Location"]) == HUGE_FIELD_BYTES
+    body = encode_page([r for r, _ in served])
+    with pytest.raises(UnicodeDecodeError):
+        body.decode("utf-8")
+    assert body.count(BAD_UTF8_BYTES) == kinds.count(BAD_UTF8_KIND)
+    clean = encode_page([r for r, kind in served if kind != BAD_UTF8_KIND])
+    assert len(orjson.loads(clean)["items"]) == len(records) - kinds.count(BAD_UTF8_KIND)
