@@ -1,8 +1,10 @@
 """``cdr-publisher fetch``: print the normalised records of one span of the Webex API as JSON lines.
 
-Records go to stdout, one JSON object a line (the per-record JSON of ``convert``); rejected records
-and unreadable pages go to stderr as JSON lines with the reason. Nothing is published. The span is
-cut into legal windows; one that cannot be made legal is a usage error (exit 2).
+Records go to stdout, one JSON object a line (the per-record JSON of ``convert``), each Report ID
+once: the API may hand a record over twice (within a window or in a later one), and the copy is
+dropped and counted as the daemon's dedup would. Rejected records and unreadable pages go to
+stderr as JSON lines with the reason. Nothing is published. The span is cut into legal windows;
+one that cannot be made legal is a usage error (exit 2).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def _iso(text: str) -> datetime:
 def run(args: argparse.Namespace) -> int:
     from publisher import logs  # noqa: PLC0415 - keep --help fast
     from publisher.clock import utcnow  # noqa: PLC0415
+    from publisher.dedup import mark_of  # noqa: PLC0415
     from publisher.errors import UsageError, WebexBadPageError, WindowError  # noqa: PLC0415
     from publisher.settings import load_settings  # noqa: PLC0415
     from publisher.webex.client import CdrClient  # noqa: PLC0415
@@ -74,12 +77,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--locations names {len(locations)} locations; Webex takes at most 10")
     settings = load_settings(args.config, webex_locations=locations or None)
     logs.configure(settings.log_level, "console")
-    for secret in (
-        settings.webex_token,
-        settings.webex_client_secret,
-        settings.webex_refresh_token,
-    ):
-        logs.register_secret(secret.get_secret_value() if secret else None)
+    for secret in settings.secret_values():
+        logs.register_secret(secret)
 
     endpoint = Endpoint(args.endpoint)
     try:
@@ -90,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     out, err = sys.stdout.buffer, sys.stderr.buffer
     to_json = record_formatter()
     records = rejected = pages = 0
-    bad_pages = 0
+    bad_pages = duplicates = 0
+    printed: set[int] = set()  # 64-bit marks of the Report IDs printed, as the daemon keeps them
     with CdrClient.from_settings(settings) as client:
         for window in windows:
             for page in client.pages(endpoint, window):
@@ -102,15 +102,20 @@ def run(args: argparse.Namespace) -> int:
                     _write(err, {"error": exc.message, "page": page.url, "bytes": len(page.body)})
                     continue
                 for cdr in parsed.records:
+                    mark = mark_of(cdr.report_id)
+                    if mark in printed:
+                        duplicates += 1
+                        continue
+                    printed.add(mark)
                     out.write(to_json(cdr) + b"\n")
+                    records += 1
                 for bad in parsed.rejected:
                     _write(err, _rejected_json(bad))
-                records += len(parsed.records)
                 rejected += len(parsed.rejected)
                 out.flush()
     print(
-        f"cdr-publisher: {records} records, {rejected} rejected, {pages} pages "
-        f"({bad_pages} unreadable) in {len(windows)} windows",
+        f"cdr-publisher: {records} records ({duplicates} duplicates dropped), {rejected} "
+        f"rejected, {pages} pages ({bad_pages} unreadable) in {len(windows)} windows",
         file=sys.stderr,
     )
     return EXIT_FAILURE if bad_pages else EXIT_OK

@@ -25,8 +25,10 @@ from typing import Protocol
 import orjson
 import requests
 
+from publisher import logs, metrics
 from publisher.errors import ConfigError, WebexAuthError, WebexUnavailableError
 from publisher.settings import Settings
+from publisher.webex import urls
 
 log = logging.getLogger("publisher.webex")
 
@@ -58,6 +60,7 @@ class StaticToken:
         token = token.strip()
         if not token:
             raise ConfigError("the Webex access token is empty")
+        logs.register_secret(token)  # also when read from a file the settings do not hold
         self._token = token
         self._identity = "static:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -107,9 +110,14 @@ class OAuthTokens:
     ) -> None:
         if not client_id or not client_secret:
             raise ConfigError("webex_client_id and webex_client_secret are both required")
+        try:
+            self._token_origin, self._token_url = urls.check_base(token_url)
+        except urls.UrlRefusedError as exc:
+            metrics.REFUSED_URLS.labels(source="token_endpoint", reason=exc.reason).inc()
+            raise ConfigError(f"webex_token_url refused: {exc.message}") from None
+        logs.register_secret(client_secret)
         self._client_id = client_id
         self._client_secret = client_secret
-        self._token_url = token_url
         self._file = refresh_token_file
         self._session = session
         self._timeout = timeout
@@ -121,6 +129,7 @@ class OAuthTokens:
                 "webex_refresh_token is required with webex_client_id "
                 "(or a webex_refresh_token_file holding one)"
             )
+        logs.register_secret(current)  # the stored one is not in the settings
         self._refresh_token: str = current
         self._access_token: str | None = None
         self._expires_at = float("-inf")
@@ -148,6 +157,17 @@ class OAuthTokens:
         return True
 
     def _refresh_locked(self) -> str:
+        self._adopt_stored()
+        try:
+            return self._refresh_once()
+        except WebexAuthError:
+            # Refused: another replica may have rotated the token a moment ago (a shared
+            # integration refreshes in every replica). Once more with the file's, if it changed.
+            if not self._adopt_stored():
+                raise
+            return self._refresh_once()
+
+    def _refresh_once(self) -> str:
         form = {
             "grant_type": "refresh_token",
             "client_id": self._client_id,
@@ -178,6 +198,8 @@ class OAuthTokens:
         if not isinstance(access, str) or not access:
             raise WebexAuthError("the OAuth token endpoint answered without an access_token")
         lifetime = _seconds(data.get("expires_in"), default=14 * 24 * 3600.0)
+        # Scrubbed from every log line from the moment it exists, before it is used or stored.
+        logs.register_secret(access)
         now = self._clock()
         self._access_token = access
         self._expires_at = now + lifetime
@@ -185,6 +207,8 @@ class OAuthTokens:
         # pagination never meets an expired token.
         self._refresh_due = now + lifetime - min(lifetime / 10.0, 3600.0)
         rotated = data.get("refresh_token")
+        if isinstance(rotated, str) and rotated:
+            logs.register_secret(rotated)
         if isinstance(rotated, str) and rotated and rotated != self._refresh_token:
             self._refresh_token = rotated
             if self._file is not None:
@@ -201,14 +225,45 @@ class OAuthTokens:
         log.info("access token refreshed", extra={"expires_in_s": round(lifetime)})
         return access
 
+    def _adopt_stored(self) -> bool:
+        """Take the file's refresh token when it is not ours: replicas of a deployment share
+        the file, and the one that owned this org's slot meanwhile may have rotated the token,
+        which makes our copy worthless. An unreadable file keeps the copy in memory."""
+        if self._file is None:
+            return False
+        try:
+            stored = _read_refresh_token(self._file)
+        except ConfigError:
+            return False
+        if not stored or stored == self._refresh_token:
+            return False
+        logs.register_secret(stored)
+        self._refresh_token = stored
+        log.info("using the refresh token another process rotated into its file")
+        return True
+
     def _post(self, session: requests.Session, form: dict[str, str]) -> tuple[int, bytes]:
-        with session.post(
-            self._token_url,
-            data=form,
-            headers={"Accept": "application/json"},
+        # As in the CDR client: prepare, check the prepared URL (what the adapter connects to),
+        # send that very request. The URL was checked at start; this proves requests agrees.
+        prepared = session.prepare_request(
+            requests.Request(
+                "POST", self._token_url, data=form, headers={"Accept": "application/json"}
+            )
+        )
+        try:
+            urls.check_prepared(prepared.url, self._token_origin)
+        except urls.UrlRefusedError as exc:
+            metrics.REFUSED_URLS.labels(source="token_endpoint", reason=exc.reason).inc()
+            raise ConfigError(f"webex_token_url refused: {exc.message}") from None
+        env = session.merge_environment_settings(prepared.url, {}, None, None, None)
+        with session.send(
+            prepared,
             timeout=self._timeout,
             stream=True,
             allow_redirects=False,
+            proxies=env["proxies"],
+            verify=env["verify"],
+            cert=env["cert"],
         ) as response:
             body = b""
             for chunk in response.iter_content(16 * 1024):

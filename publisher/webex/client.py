@@ -14,8 +14,13 @@ request it applies what the API demands:
   :class:`WebexUnavailableError`; a 504 also halves ``max`` (not below 500);
 - replies larger than ``max_reply_bytes`` are cut off unread: :class:`WebexBadPageError`.
 
-The bearer token goes only to the configured host, the regional host Webex names (a Webex host,
-or loopback when the configured one is) and next links on those hosts.
+The bearer token goes only to a URL :mod:`publisher.webex.urls` passed: the configured host, an
+https Webex host on port 443 that a next link or a 451 names, or, when the configured host is
+loopback (the simulator), loopback on its port. Every request is prepared first, the prepared URL
+(what requests' adapter connects to) is checked, and that prepared request is sent; a refused URL
+is one log line, a count in ``cdr_publisher_refused_urls_total{source,reason}`` and a
+:class:`~publisher.errors.WebexRefusedUrlError` (next links) or a
+:class:`~publisher.errors.WebexRegionError` (451), never a request.
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Final, Self
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import orjson
 import requests
+import urllib3
 
 from publisher import metrics
 from publisher.clock import Clock, Sleep, utcnow
@@ -43,14 +49,16 @@ from publisher.errors import (
     WebexBadPageError,
     WebexError,
     WebexRateLimitedError,
+    WebexRefusedUrlError,
     WebexRegionError,
     WebexRequestError,
     WebexUnavailableError,
     WindowError,
 )
-from publisher.settings import Settings, is_loopback_url
+from publisher.settings import Settings
+from publisher.webex import urls
 from publisher.webex.auth import TokenProvider, provider_from_settings
-from publisher.webex.ratelimit import Kind, RateLimiter, limiter_for
+from publisher.webex.ratelimit import Kind, RateLimiter, Slot, limiter_for
 from publisher.webex.windows import Endpoint, Window, check, format_time, oldest_start, split
 
 log = logging.getLogger("publisher.webex")
@@ -59,11 +67,12 @@ log = logging.getLogger("publisher.webex")
 MIN_PAGE_SIZE: Final = 500
 MAX_PAGE_SIZE: Final = 5000
 MAX_LOCATIONS: Final = 10
+CLIENT_RETRIES: Final = 5
+"""Attempts after the first for one request that meets a 5xx or no reply."""
 _MAX_ERROR_BODY_BYTES: Final = 64 * 1024
 # A page with no items is a few bytes; only bodies this small are looked into.
 _EMPTY_PAGE_PROBE_BYTES: Final = 1024
 _CHUNK: Final = 256 * 1024
-_WEBEX_DOMAINS: Final = (".webexapis.com", ".webex.com")
 
 
 @dataclass(frozen=True)
@@ -153,17 +162,23 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
 
 
 def is_allowed_host(url: str, base_url: str) -> bool:
-    """May the bearer token be sent to ``url``? The base's own host, a Webex host over https,
-    or loopback when the base is loopback."""
-    parts, base = urlsplit(url), urlsplit(base_url)
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in ("http", "https") or not host:
+    """May the bearer token meant for ``base_url`` go to ``url``? (:func:`urls.check_follow`)"""
+    try:
+        urls.check_follow(url, urls.parse(base_url))
+    except urls.UrlRefusedError:
         return False
-    if parts.netloc.lower() == base.netloc.lower() and parts.scheme == base.scheme:
-        return True
-    if is_loopback_url(base_url):
-        return is_loopback_url(url)
-    return parts.scheme == "https" and host.endswith(_WEBEX_DOMAINS)
+    return True
+
+
+def refuse(source: str, error: urls.UrlRefusedError, url: str, **context: object) -> None:
+    """Count and log a URL that is not followed: one line, no traceback."""
+    metrics.REFUSED_URLS.labels(source=source, reason=error.reason).inc()
+    log.error(
+        "refused to send the token to a URL (%s): %s",
+        source,
+        error.message,
+        extra={**context, "source": source, "reason": error.reason, "url": urls.display(url)},
+    )
 
 
 def error_details(body: bytes) -> tuple[str, str | None]:
@@ -225,28 +240,27 @@ class CdrClient:
         priority: int = 0,
         region_base_url: str | None = None,
         skew: timedelta | float = timedelta(seconds=30),
-        retries: int = 5,
+        retries: int = CLIENT_RETRIES,
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
         retry_after_cap: float = 600.0,
         rate_limited_retries: int = 10,
         rng: random.Random | None = None,
+        org: str = "",
     ) -> None:
         if not MIN_PAGE_SIZE <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be {MIN_PAGE_SIZE}..{MAX_PAGE_SIZE}")
         if len(locations) > MAX_LOCATIONS:
             raise ValueError(f"at most {MAX_LOCATIONS} locations")
-        self._configured = _check_base(base_url)
+        try:
+            self._home, self._configured = urls.check_base(base_url)
+        except urls.UrlRefusedError as exc:
+            raise ValueError(f"webex base URL refused: {exc.message}") from None
         self._base = self._configured
+        self._origin = self._home
         if region_base_url:
-            region = _check_base(region_base_url)
-            if is_allowed_host(region, self._configured):
-                self._base = region
-            else:
-                log.warning(
-                    "ignoring a saved region host that is not a Webex host",
-                    extra={"region": region},
-                )
+            self._use_saved_region(region_base_url)
+        self._org = org  # the metrics' org label only
         self._tokens = tokens
         self._limiter = limiter
         self._owns_session = session is None
@@ -278,6 +292,7 @@ class CdrClient:
         session: requests.Session | None = None,
         tokens: TokenProvider | None = None,
         limiter: RateLimiter | None = None,
+        org: str = "",
     ) -> CdrClient:
         """A client as the settings describe, sharing the token's process-wide limiter."""
         tokens = tokens or provider_from_settings(settings)
@@ -300,7 +315,18 @@ class CdrClient:
             priority=priority,
             region_base_url=region_base_url,
             skew=timedelta(seconds=settings.webex_clock_skew_seconds),
+            org=org or settings.org_id,
         )
+
+    @property
+    def limiter(self) -> RateLimiter:
+        """The token's limiter (shared by every client of the token in this process)."""
+        return self._limiter
+
+    @property
+    def retries(self) -> int:
+        """Attempts after the first for one request (5xx, time-outs)."""
+        return self._retries
 
     @property
     def page_size(self) -> int:
@@ -322,6 +348,22 @@ class CdrClient:
     def base_url(self) -> str:
         """The host requests go to now: the configured one, or the region Webex sent us to."""
         return self._base
+
+    def _use_saved_region(self, region_base_url: str) -> None:
+        """Start at the region the cursor record names, if it passes the same check a 451's
+        host does; otherwise warn, count it and stay on the configured host."""
+        try:
+            origin = urls.check_follow(region_base_url, self._home)
+            _, canonical = urls.check_base(region_base_url)
+        except urls.UrlRefusedError as exc:
+            metrics.REFUSED_URLS.labels(source="saved_region", reason=exc.reason).inc()
+            log.warning(
+                "ignoring the region host saved in the state (%s); using the configured host",
+                exc.message,
+                extra={"reason": exc.reason, "region": urls.display(region_base_url)},
+            )
+            return
+        self._base, self._origin = canonical, origin
 
     # --- windows and pages ------------------------------------------------------------------
 
@@ -350,27 +392,39 @@ class CdrClient:
                 return
             if _is_empty_page(reply.body):
                 return
-            yield RawPage(reply.body, reply.url, reply.tracking_id, window, endpoint)
             link = next_link(reply.headers.get("Link"))
+            page_url, tracking_id = reply.url, reply.tracking_id
+            # Only the caller holds the page's bytes while it publishes them, so that it can let
+            # them go once parsed: this frame keeps no reference while suspended (the popped
+            # page lives on no variable here).
+            pending = [RawPage(reply.body, page_url, tracking_id, window, endpoint)]
+            del reply
+            yield pending.pop()
             if link is None:
                 return
-            url = self._follow(link, reply)
+            url = self._follow(link, page_url, tracking_id, window)
             if url in seen:
                 raise WebexBadPageError(
                     "the next link repeats an earlier page; stopping rather than looping",
                     body=b"",
-                    tracking_id=reply.tracking_id,
+                    tracking_id=tracking_id,
                 )
             seen.add(url)
 
-    def _follow(self, link: str, reply: _Reply) -> str:
-        url = urljoin(reply.url, link)
-        if not is_allowed_host(url, self._base):
-            raise WebexBadPageError(
-                f"the next link points to another host ({urlsplit(url).netloc}); not following",
-                body=b"",
-                tracking_id=reply.tracking_id,
-            )
+    def _follow(self, link: str, page_url: str, tracking_id: str, window: Window) -> str:
+        url = link
+        try:
+            url = urls.join(page_url, link)
+            urls.check_follow(url, self._origin)
+        except urls.UrlRefusedError as exc:
+            refuse("next_link", exc, url, tracking_id=tracking_id)
+            raise WebexRefusedUrlError(
+                f"the next link is refused ({exc.message}); not following it",
+                reason=exc.reason,
+                url=urls.display(url),
+                window=window,
+                tracking_id=tracking_id,
+            ) from None
         return url
 
     # --- one request, with every retry it may need ------------------------------------------
@@ -387,21 +441,28 @@ class CdrClient:
         refreshed = False
         regions = 0
         while True:
-            waited = self._limiter.acquire(kind, self._priority, sleep=self._sleep)
-            if waited > 0:
-                metrics.RATE_LIMIT_WAIT.labels(endpoint=endpoint.value).inc(waited)
+            slot = self._take_slot(kind, endpoint)
             params = query() if query is not None else None
             target = url if url is not None else self._base + endpoint.path
             tracking_id = f"CDRPUB_{uuid.uuid4()}"
             context = {"endpoint": endpoint.value, "tracking_id": tracking_id, "kind": kind.value}
+            window = query.window if query is not None else None
             try:
-                status, headers, body, sent_url = self._get(target, params, tracking_id)
+                status, headers, body, sent_url = self._get(target, params, tracking_id, window)
             except _TransportError as exc:
-                metrics.API_REQUESTS.labels(endpoint=endpoint.value, status="0").inc()
+                metrics.API_REQUESTS.labels(
+                    org=self._org, endpoint=endpoint.value, status="0"
+                ).inc()
                 failures += 1
                 self._backoff_or_raise(failures, f"no reply ({exc.reason})", None, context)
                 continue
-            metrics.API_REQUESTS.labels(endpoint=endpoint.value, status=str(status)).inc()
+            finally:
+                # A request with no reply counts from the end of its back-off: later than Webex
+                # could have counted it, so still safe.
+                slot.answered()
+            metrics.API_REQUESTS.labels(
+                org=self._org, endpoint=endpoint.value, status=str(status)
+            ).inc()
             log.debug(
                 "webex reply",
                 extra={**context, "status": status, "bytes": len(body), "url": sent_url},
@@ -444,27 +505,55 @@ class CdrClient:
                 f"Webex refused the request: {message}", status=status, tracking_id=tracking
             )
 
+    def _take_slot(self, kind: Kind, endpoint: Endpoint) -> Slot:
+        slot = self._limiter.take(kind, self._priority, sleep=self._sleep)
+        if slot.waited > 0:
+            metrics.RATE_LIMIT_WAIT.labels(org=self._org, endpoint=endpoint.value).inc(slot.waited)
+        return slot
+
     def _get(
-        self, url: str, params: dict[str, str] | None, tracking_id: str
+        self, url: str, params: dict[str, str] | None, tracking_id: str, window: Window | None
     ) -> tuple[int, Mapping[str, str], bytes, str]:
-        headers = {
-            "Authorization": f"Bearer {self._tokens.token()}",
-            "TrackingID": tracking_id,
-            "Accept": "application/json",
-        }
-        try:
-            with self._session.get(
+        """Send one GET with the token, to exactly the URL that was checked: the request is
+        prepared without the token, the prepared URL (the one the adapter connects to) is
+        checked, and only then the token is added and that prepared request sent."""
+        prepared = self._session.prepare_request(
+            requests.Request(
+                "GET",
                 url,
                 params=params,
-                headers=headers,
+                headers={"TrackingID": tracking_id, "Accept": "application/json"},
+            )
+        )
+        try:
+            urls.check_prepared(prepared.url, urls.check_follow(url, self._origin))
+        except urls.UrlRefusedError as exc:
+            # Every URL was checked before it got here; this is the last line of defence.
+            refuse("request", exc, url, tracking_id=tracking_id)
+            raise WebexRefusedUrlError(
+                f"the request URL is refused ({exc.message}); not sending it",
+                reason=exc.reason,
+                url=urls.display(url),
+                window=window,
+                tracking_id=tracking_id,
+            ) from None
+        prepared.headers["Authorization"] = f"Bearer {self._tokens.token()}"
+        # What Session.request would add from the environment (proxies, CA bundle).
+        env = self._session.merge_environment_settings(prepared.url, {}, None, None, None)
+        try:
+            with self._session.send(
+                prepared,
                 timeout=self._timeout,
                 stream=True,
                 allow_redirects=False,
+                proxies=env["proxies"],
+                verify=env["verify"],
+                cert=env["cert"],
             ) as response:
                 status = response.status_code
                 limit = self._max_reply if status == 200 else _MAX_ERROR_BODY_BYTES
                 body = self._read(response, limit, tracking_id, cut=status == 200)
-                return status, response.headers, body, response.url or url
+                return status, response.headers, body, response.url or prepared.url or url
         except (
             requests.ConnectionError,
             requests.Timeout,
@@ -476,30 +565,39 @@ class CdrClient:
     def _read(
         self, response: requests.Response, limit: int, tracking_id: str, *, cut: bool
     ) -> bytes:
-        """The reply body, refused once past ``limit`` (a page) or truncated (an error body)."""
+        """The reply body, refused once past ``limit`` (a page) or truncated (an error body).
+
+        A page is 13-16 MB at 5,000 records: with its length known and no content coding, it is
+        read in one ``read`` of exactly that many bytes, into the one bytes object returned
+        (http.client reads straight into it); collecting chunks and joining them held two copies
+        at once. Otherwise (chunked, compressed) it grows in one bytearray, copied out once."""
         declared = response.headers.get("Content-Length", "")
-        if cut and declared.isdigit() and int(declared) > limit:
-            raise WebexBadPageError(
-                f"reply of {declared} bytes is larger than webex_max_reply_bytes ({limit})",
-                body=b"",
-                tracking_id=tracking_id,
-            )
-        chunks: list[bytes] = []
-        size = 0
+        coding = response.headers.get("Content-Encoding", "").strip().lower()
+        if declared.isdigit() and coding in ("", "identity"):
+            length = int(declared)
+            if length > limit:
+                if cut:
+                    raise WebexBadPageError(
+                        f"reply of {declared} bytes is larger than webex_max_reply_bytes ({limit})",
+                        body=b"",
+                        tracking_id=tracking_id,
+                    )
+                length = limit
+            return _read_exactly(response, length)
+        body = bytearray()
         # Bytes as decoded: a small compressed reply cannot unpack past the bound either.
         for chunk in response.iter_content(_CHUNK):
-            size += len(chunk)
-            if size > limit:
+            if len(body) + len(chunk) > limit:
                 if cut:
                     raise WebexBadPageError(
                         f"reply is larger than webex_max_reply_bytes ({limit}); not read further",
-                        body=b"".join(chunks)[:_MAX_ERROR_BODY_BYTES],
+                        body=bytes(body[:_MAX_ERROR_BODY_BYTES]),
                         tracking_id=tracking_id,
                     )
-                chunks.append(chunk[: limit - (size - len(chunk))])
+                body += chunk[: limit - len(body)]
                 break
-            chunks.append(chunk)
-        return b"".join(chunks)
+            body += chunk
+        return bytes(body)
 
     def _rate_limited(
         self,
@@ -573,15 +671,17 @@ class CdrClient:
                 status=451,
                 tracking_id=tracking,
             )
-        scheme = urlsplit(self._configured).scheme
-        new_base = f"{scheme}://{host}"
-        if not is_allowed_host(new_base, self._configured):
+        try:
+            origin = urls.check_follow(f"{self._home.scheme}://{host}", self._home)
+        except urls.UrlRefusedError as exc:
+            refuse("region", exc, host, **context)
             raise WebexRegionError(
-                f"Webex names region host {host}, which is not a Webex host; not following",
+                f"Webex names region host {urls.display(host)}, which is refused "
+                f"({exc.message}); not following",
                 status=451,
                 tracking_id=tracking,
-            )
-        if regions > 3 or new_base == self._base:
+            ) from None
+        if regions > 3 or origin == self._origin:
             raise WebexRegionError(
                 f"Webex keeps redirecting to another region ({host}); giving up",
                 status=451,
@@ -589,13 +689,14 @@ class CdrClient:
             )
         log.warning(
             "org data is in another region; switching host",
-            extra={**context, "from": self._base, "to": new_base},
+            extra={**context, "from": self._base, "to": origin.url()},
         )
-        self._base = new_base
+        self._base, self._origin = origin.url(), origin
         if url is None:
             return None
+        # ``url`` passed the check, so every parser reads its path and query alike.
         parts = urlsplit(url)
-        return urlunsplit((scheme, host, parts.path, parts.query, parts.fragment))
+        return origin.url() + parts.path + (f"?{parts.query}" if parts.query else "")
 
     # --- lifetime ---------------------------------------------------------------------------
 
@@ -622,6 +723,20 @@ class _TransportError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def _read_exactly(response: requests.Response, length: int) -> bytes:
+    """``length`` bytes of the reply's raw stream in one read, or _TransportError when it ends
+    short. requests opens ``raw`` with content decoding off, which is right: the caller only comes
+    here for a reply without a content coding."""
+    try:
+        body: bytes = response.raw.read(length) if length else b""
+    except urllib3.exceptions.HTTPError as exc:
+        # What requests' iter_content maps to ChunkedEncodingError/ConnectionError: no reply.
+        raise _TransportError(type(exc).__name__) from None
+    if len(body) != length:
+        raise _TransportError(f"IncompleteRead ({len(body)} of {length} bytes)")
+    return body
 
 
 class _InitialQuery:
@@ -665,15 +780,6 @@ class _InitialQuery:
         if self._client.locations:
             query["locations"] = self._client.locations
         return query
-
-
-def _check_base(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) base URL: {url!r}")
-    if parts.scheme == "http" and not is_loopback_url(url):
-        raise ValueError("plain http is only allowed for loopback hosts")
-    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
 __all__ = [

@@ -11,6 +11,13 @@ seconds (``n`` = the whole part of the rate, at least 1; so 10/min allows a burs
 count, whether Webex counts per calendar minute or over any 60 seconds, where a token bucket
 of the same rate would allow nearly twice the rate in its first minute.
 
+A request counts from when its reply came back, not from when it was sent: Webex counts it
+somewhere between the two, so only ``send(n + limit) >= reply(n) + span`` guarantees that
+Webex never sees ``limit + 1`` in one span, however long the network or a loaded host delays a
+request (counting from the send alone let a fleet test see 31 requests in a minute of 30).
+:meth:`RateLimiter.take` hands out a :class:`Slot` that the caller marks answered; a request in
+flight holds its place in the window until then.
+
 Waiters queue by priority (higher first, then first come first served), so the live stream goes
 before a replay when both wait for the same kind of slot. A 429 from Webex is reported with
 :meth:`RateLimiter.defer`, which holds every caller of the token until the ``Retry-After`` ends.
@@ -21,9 +28,9 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
+import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from enum import Enum
 
@@ -43,21 +50,44 @@ class Kind(Enum):
 _QUEUE_RECHECK_S = 0.05
 
 
+class Slot:
+    """One request's place in its window: ``at`` is when it counts from (infinity while the
+    request is in flight). Call :meth:`answered` when the reply, or the failure, is back."""
+
+    __slots__ = ("_clock", "at", "waited")
+
+    def __init__(self, waited: float, clock: Clock) -> None:
+        self.waited = waited
+        self.at = math.inf
+        self._clock = clock
+
+    def answered(self) -> None:
+        if self.at == math.inf:
+            self.at = self._clock()
+
+
 class _Window:
-    """The sliding window of one kind: the send times of the last ``limit`` requests."""
+    """The sliding window of one kind: the last ``limit`` requests, by when each counts from."""
 
     def __init__(self, per_minute: float, slack: float) -> None:
         if per_minute <= 0:
             raise ValueError("a rate must be positive")
         self.limit = max(1, int(per_minute))
-        # Slack covers what the network adds between our send and Webex's count.
+        # Slack covers clock drift between our count and Webex's.
         self.span = self.limit * 60.0 / per_minute * (1.0 + slack)
-        self.sent: deque[float] = deque(maxlen=self.limit)
+        self.slots: list[Slot] = []
 
     def free_at(self) -> float:
-        if len(self.sent) < self.limit:
-            return float("-inf")
-        return self.sent[0] + self.span
+        """When one more request may go: the earliest-counted of the last ``limit`` requests
+        must be a span old (never, while all of them are in flight)."""
+        if len(self.slots) < self.limit:
+            return -math.inf
+        return min(slot.at for slot in self.slots) + self.span
+
+    def take(self, slot: Slot) -> None:
+        if len(self.slots) >= self.limit:
+            self.slots.remove(min(self.slots, key=lambda one: one.at))
+        self.slots.append(slot)
 
 
 class RateLimiter:
@@ -89,7 +119,15 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def acquire(self, kind: Kind, priority: int = 0, *, sleep: Sleep | None = None) -> float:
-        """Wait for a slot of ``kind`` and take it; return the clock seconds waited.
+        """Wait for a slot of ``kind`` and take it, counted from now; return the clock seconds
+        waited. For a request whose reply takes time, use :meth:`take`."""
+        slot = self.take(kind, priority, sleep=sleep)
+        slot.answered()
+        return slot.waited
+
+    def take(self, kind: Kind, priority: int = 0, *, sleep: Sleep | None = None) -> Slot:
+        """Wait for a slot of ``kind`` and take it; the caller marks it answered once the reply
+        is back (until then it counts as in flight).
 
         A higher ``priority`` goes first among waiters of the same kind. ``sleep`` overrides the
         limiter's (a caller's own sleep may raise to abort the wait, e.g. on shutdown).
@@ -108,9 +146,13 @@ class RateLimiter:
                     first = queue[0] == entry
                     if first and due <= now:
                         heapq.heappop(queue)
-                        self._windows[kind].sent.append(now)
-                        return now - started
-                    delay = due - now if first else max(due - now, _QUEUE_RECHECK_S)
+                        slot = Slot(now - started, self._clock)
+                        self._windows[kind].take(slot)
+                        return slot
+                    if due == math.inf:  # every slot in flight: re-check when one is answered
+                        delay = _QUEUE_RECHECK_S
+                    else:
+                        delay = due - now if first else max(due - now, _QUEUE_RECHECK_S)
                 nap(delay)
         except BaseException:
             with self._lock:
@@ -118,6 +160,29 @@ class RateLimiter:
                     queue.remove(entry)
                     heapq.heapify(queue)
             raise
+
+    def sends(self, kind: Kind) -> list[float]:
+        """The clock times the last requests of ``kind`` count from (one in flight: now)."""
+        with self._lock:
+            now = self._clock()
+            return sorted(min(slot.at, now) for slot in self._windows[kind].slots)
+
+    def seed(self, kind: Kind, times: list[float]) -> None:
+        """Count requests made before this limiter existed (by a previous process of the same
+        token, as its last commit recorded them, and its unrecorded tail): a restart must not
+        spend the same minute's budget twice."""
+        with self._lock:
+            window = self._windows[kind]
+            seeded = []
+            for at in times:
+                slot = Slot(0.0, self._clock)
+                slot.at = at
+                seeded.append(slot)
+            merged = sorted([*window.slots, *seeded], key=lambda one: one.at)
+            window.slots = merged[-window.limit :]
+
+    def limit(self, kind: Kind) -> int:
+        return self._windows[kind].limit
 
     def defer(self, seconds: float) -> None:
         """Hold every request of this token for ``seconds`` from now (a 429's Retry-After)."""
@@ -167,6 +232,12 @@ class LimiterRegistry:
                 self._limiters[key] = limiter
             return limiter
 
+    def drop(self, identity: str) -> None:
+        """Forget ``identity``'s limiter: the next :meth:`get` makes a new one."""
+        key = hashlib.sha256(identity.encode("utf-8")).hexdigest()
+        with self._lock:
+            self._limiters.pop(key, None)
+
     def __len__(self) -> int:
         return len(self._limiters)
 
@@ -179,3 +250,32 @@ def limiter_for(identity: str, *, initial_per_minute: float, page_per_minute: fl
     return REGISTRY.get(
         identity, initial_per_minute=initial_per_minute, page_per_minute=page_per_minute
     )
+
+
+def sends_as_unix(
+    limiter: RateLimiter,
+    kind: Kind,
+    *,
+    unix: Clock = time.time,
+    monotonic: Clock = time.monotonic,
+) -> tuple[float, ...]:
+    """The limiter's recent sends of ``kind`` as Unix times (to keep in the state topic)."""
+    offset = unix() - monotonic()
+    return tuple(round(t + offset, 3) for t in limiter.sends(kind))
+
+
+def seed_from_unix(
+    limiter: RateLimiter,
+    kind: Kind,
+    times: tuple[float, ...],
+    *,
+    unrecorded: int,
+    unix: Clock = time.time,
+    monotonic: Clock = time.monotonic,
+) -> None:
+    """Count a previous process's recorded sends (Unix times) and ``unrecorded`` more made just
+    now (those after its last commit: a request and its retries), at most the kind's limit."""
+    now = monotonic()
+    offset = now - unix()
+    phantoms = [now] * min(unrecorded, limiter.limit(kind))
+    limiter.seed(kind, [t + offset for t in times if t + offset <= now] + phantoms)

@@ -15,7 +15,7 @@ checked with one regex and one C-level ``fromisoformat`` and kept as it came.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import compress
@@ -331,7 +331,9 @@ class RejectedRecord:
 
 @dataclass(frozen=True, slots=True)
 class ParsedPage:
-    records: list[Cdr]
+    """A page's readable records in page order, and the rejected ones in page order."""
+
+    records: Sequence[Cdr]
     rejected: list[RejectedRecord]
 
 
@@ -386,9 +388,10 @@ def _parse(obj: object, raw: bytes | None) -> Cdr | RejectedRecord:
             if not isinstance(key, str):
                 return _reject(obj, raw, f"key {_show(key)} is not a string", None)
         plan = _plan_for(keys)
-        if not plan.has_duplicates:
-            # With two spellings of one field, which one fills it depends on key order, so
-            # such plans are only ever found by the ordered key tuple.
+        if not plan.has_duplicates and len(plan.unknown_keys) < 2:
+            # With two spellings of one field, which one fills it depends on key order, and
+            # two unknown keys are kept in the record's own order: such plans are only ever
+            # found by the ordered key tuple.
             _plan_by_size[plan.size] = plan
         plain_values = plan.plain_get(obj)
         other_values = plan.other_get(obj)
@@ -491,6 +494,19 @@ def _json_type(obj: object) -> str:
 
 def parse_page(body: bytes) -> ParsedPage:
     """Every record of a Webex page ``{"items": [...]}``; bad items are rejected, the rest parsed.
+
+    The fast path (:mod:`publisher.webex.page`), which gives what :func:`parse_page_reference`
+    gives for every readable page and salvages the records of a page that is not valid JSON or
+    UTF-8. Raises :class:`WebexBadPageError` when the body holds no ``items`` array at all.
+    """
+    from publisher.webex.page import parse_page_fast  # noqa: PLC0415 - it builds on this module
+
+    return parse_page_fast(body)
+
+
+def parse_page_reference(body: bytes) -> ParsedPage:
+    """The reference page parser: orjson, then :func:`parse_record` for each item. The fast
+    path's oracle in tests and its fallback for pages that are JSON but not a page of items.
 
     Raises :class:`WebexBadPageError` when the body is not JSON or has no ``items`` list.
     """

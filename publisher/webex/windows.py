@@ -188,8 +188,12 @@ def _require_aware(moment: datetime, name: str) -> None:
         raise ValueError(f"{name} {moment.isoformat()} has no time zone")
 
 
-def _floor_ms(moment: datetime) -> datetime:
+def floor_ms(moment: datetime) -> datetime:
+    """``moment`` without its sub-millisecond digits (what the wire format can carry)."""
     return moment - timedelta(microseconds=moment.microsecond % 1000)
+
+
+_floor_ms = floor_ms
 
 
 def _ceil_ms(moment: datetime) -> datetime:

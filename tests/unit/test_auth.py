@@ -210,3 +210,45 @@ def test_provider_from_settings_picks_the_source(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="no Webex credentials"):
         provider_from_settings(load_settings())
+
+
+def test_a_refresh_token_another_replica_rotated_in_the_shared_file_is_used(
+    endpoint: TokenEndpoint, clock: list[float], tmp_path: Path
+) -> None:
+    """Replicas share the refresh token file: when the org's slot comes back to this process
+    after another rotated the token, the next refresh sends the file's token, not the stale
+    one this process held (which Webex no longer accepts)."""
+    endpoint.replies = [
+        granted("access-1", refresh="refresh-token-0002", expires_in=3600),
+        granted("access-2", refresh="refresh-token-0004", expires_in=3600),
+    ]
+    provider, session = oauth(endpoint, clock, tmp_path)
+    with session:
+        provider.token()
+        # Meanwhile the replica that owned the slot refreshed and rotated it in the shared file.
+        write_secret_file(tmp_path / "refresh", "refresh-token-0003")
+        clock[0] += 3600
+        provider.token()
+    assert endpoint.forms[1]["refresh_token"] == ["refresh-token-0003"]
+    assert (tmp_path / "refresh").read_text() == "refresh-token-0004"
+
+
+def test_a_refusal_raced_by_another_replicas_rotation_is_retried_with_the_file(
+    endpoint: TokenEndpoint, clock: list[float], tmp_path: Path
+) -> None:
+    """Two replicas refreshing one shared token at once: the loser is refused, finds the
+    winner's token in the file and succeeds with it; a refusal with nothing new stays one."""
+    path = tmp_path / "refresh"
+
+    def refuse_after_rival_rotates(request: requests.PreparedRequest) -> Reply:
+        endpoint.forms.append(parse_qs(str(request.body)))
+        if len(endpoint.forms) == 1:
+            write_secret_file(path, "refresh-token-rival")  # the rival's commit came first
+            return 400, {}, orjson.dumps({"error": "invalid_grant"})
+        return granted("access-1")
+
+    endpoint.transport = Transport(refuse_after_rival_rotates)
+    provider, session = oauth(endpoint, clock, tmp_path)
+    with session:
+        assert provider.token() == "access-1"
+    assert [f["refresh_token"] for f in endpoint.forms] == [[REFRESH], ["refresh-token-rival"]]

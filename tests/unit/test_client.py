@@ -269,7 +269,7 @@ def test_a_next_link_to_another_host_is_not_followed(harness: Callable[..., Harn
     """The token is never sent to a host a reply names outside Webex."""
     h = harness(scripted((200, {"Link": '<https://evil.example/steal>; rel="next"'}, page("a"))))
 
-    with pytest.raises(WebexBadPageError, match="another host"):
+    with pytest.raises(WebexBadPageError, match="not a Webex host"):
         h.pages()
     assert len(h.transport.requests) == 1
 
@@ -328,12 +328,12 @@ def test_a_start_that_ages_while_waiting_is_moved_up(harness: Callable[..., Harn
 def test_initial_requests_are_paced_by_the_limiter(harness: Callable[..., Harness]) -> None:
     """Two windows back to back: the second initial request waits a minute (fake clock)."""
     h = harness(lambda _r: (200, {}, page("a")))
-    before = metrics.RATE_LIMIT_WAIT.labels(endpoint="stream")._value.get()
+    before = metrics.RATE_LIMIT_WAIT.labels(org="", endpoint="stream")._value.get()
     h.pages()
     h.pages()
 
     assert h.time.elapsed == pytest.approx(60.6)
-    after = metrics.RATE_LIMIT_WAIT.labels(endpoint="stream")._value.get()
+    after = metrics.RATE_LIMIT_WAIT.labels(org="", endpoint="stream")._value.get()
     assert after - before == pytest.approx(60.6)
 
 
@@ -512,19 +512,19 @@ def test_persistent_5xx_is_unavailable_after_bounded_retries(
     harness: Callable[..., Harness],
 ) -> None:
     """A 500 that never ends raises WebexUnavailableError after retries + 1 attempts."""
-    before = metrics.API_REQUESTS.labels(endpoint="feed", status="500")._value.get()
+    before = metrics.API_REQUESTS.labels(org="", endpoint="feed", status="500")._value.get()
     h = harness(lambda _r: (500, {}, error("boom")))
 
     with pytest.raises(WebexUnavailableError, match="after 4 attempts"):
         h.pages(endpoint=Endpoint.FEED)
     assert len(h.transport.requests) == 4
-    after = metrics.API_REQUESTS.labels(endpoint="feed", status="500")._value.get()
+    after = metrics.API_REQUESTS.labels(org="", endpoint="feed", status="500")._value.get()
     assert after - before == 4
 
 
 def test_connection_errors_are_retried(harness: Callable[..., Harness]) -> None:
     """A refused connection and a time-out are retried; status 0 is counted for each."""
-    before = metrics.API_REQUESTS.labels(endpoint="stream", status="0")._value.get()
+    before = metrics.API_REQUESTS.labels(org="", endpoint="stream", status="0")._value.get()
     h = harness(
         scripted(
             requests.ConnectionError("refused"),
@@ -534,7 +534,7 @@ def test_connection_errors_are_retried(harness: Callable[..., Harness]) -> None:
     )
 
     assert h.pages() == [page("a")]
-    after = metrics.API_REQUESTS.labels(endpoint="stream", status="0")._value.get()
+    after = metrics.API_REQUESTS.labels(org="", endpoint="stream", status="0")._value.get()
     assert after - before == 2
 
 

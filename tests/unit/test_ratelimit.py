@@ -5,8 +5,16 @@ from __future__ import annotations
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from publisher.webex.ratelimit import Kind, LimiterRegistry, RateLimiter
+from publisher.webex.ratelimit import (
+    Kind,
+    LimiterRegistry,
+    RateLimiter,
+    seed_from_unix,
+    sends_as_unix,
+)
 
 
 class FakeTime:
@@ -161,3 +169,82 @@ def test_rates_must_be_positive() -> None:
     """A zero rate is a configuration mistake, refused at once."""
     with pytest.raises(ValueError, match="positive"):
         RateLimiter(initial_per_minute=0)
+
+
+def test_a_restart_counts_what_the_previous_process_spent() -> None:
+    """Sends recorded by the previous process (Unix times) are counted: a limiter made after a
+    restart waits out the minute instead of spending it again."""
+    t = FakeTime()
+    before = limiter(t, initial=2.0)
+    before.acquire(Kind.INITIAL)
+    t.sleep(10)
+    before.acquire(Kind.INITIAL)
+    unix = lambda: 1_000_000.0 + t.now  # noqa: E731 - a clock
+    recorded = sends_as_unix(before, Kind.INITIAL, unix=unix, monotonic=t.clock)
+
+    t.sleep(5)
+    after = limiter(t, initial=2.0)
+    seed_from_unix(after, Kind.INITIAL, recorded, unrecorded=0, unix=unix, monotonic=t.clock)
+
+    # Two sends, at 0 s and 10 s, allow the next at 60 s (2 a minute): 45 s after the restart.
+    assert after.acquire(Kind.INITIAL) == pytest.approx(45.0)
+
+
+def test_an_unrecorded_request_after_the_last_commit_is_taken_as_just_made() -> None:
+    """With nothing recorded, the tail (a request and its retries) counts up to the limit: a
+    1-a-minute token waits the minute; a 10-a-minute one keeps 4 of its 10."""
+    t = FakeTime()
+    lim = limiter(t)
+    seed_from_unix(lim, Kind.INITIAL, (), unrecorded=6, unix=t.clock, monotonic=t.clock)
+    seed_from_unix(lim, Kind.PAGE, (), unrecorded=6, unix=t.clock, monotonic=t.clock)
+
+    assert [lim.acquire(Kind.PAGE) for _ in range(4)] == [0.0] * 4
+    assert lim.acquire(Kind.INITIAL) == pytest.approx(60.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    kind=st.sampled_from([Kind.INITIAL, Kind.PAGE]),
+    delays=st.lists(
+        st.tuples(st.floats(0.0, 20.0), st.floats(0.0, 20.0)), min_size=12, max_size=40
+    ),
+)
+def test_webex_never_counts_more_than_the_limit_whatever_the_network_delays(
+    kind: Kind, delays: list[tuple[float, float]]
+) -> None:
+    """Each request reaches Webex ``there`` seconds after it was sent and its reply comes back
+    ``back`` seconds later. Webex counts it on arrival; counted from the send, a request slowed
+    on the way (a loaded host, a slow network) put ``limit + 1`` in one of Webex's minutes
+    (31 of 30 in a fleet test). Counted from the reply, never."""
+    t = FakeTime()
+    lim = limiter(t)
+    limit = lim.limit(kind)
+    arrivals: list[float] = []
+    for there, back in delays:
+        slot = lim.take(kind)
+        arrivals.append(t.now + there)
+        t.sleep(there + back)
+        slot.answered()
+    arrivals.sort()
+    for i in range(len(arrivals) - limit):
+        assert arrivals[i + limit] - arrivals[i] >= 60.0 - 1e-6, arrivals
+
+
+def test_a_request_in_flight_holds_its_place_until_answered() -> None:
+    """Ten page requests in flight at once: the eleventh waits for one of them to be answered,
+    then for that one's minute."""
+    t = FakeTime()
+    lim = limiter(t)
+    in_flight = [lim.take(Kind.PAGE) for _ in range(10)]
+
+    def sleep(seconds: float) -> None:
+        t.sleep(seconds)
+        if t.now >= 1030.0 and in_flight:
+            in_flight.pop().answered()  # one reply comes back 30 s on
+
+    eleventh = lim.take(Kind.PAGE, sleep=sleep)
+
+    assert t.now == pytest.approx(1030.0 + 60.0, abs=0.1)
+    assert eleventh.waited == pytest.approx(90.0, abs=0.1)
+    # The nine still in flight count as now; the answered one is gone from the window.
+    assert len(lim.sends(Kind.PAGE)) == 10
