@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from publisher.dedup import MarkTable, mark_of
 from publisher.errors import KafkaError
 from publisher.events import MAGIC_BYTE
-from publisher.kafka.reader import drain, end_offsets
+from publisher.kafka.reader import drain, high_watermarks
 from publisher.webex.record import format_timestamp, parse_timestamp
 
 log = logging.getLogger("publisher.replay")
@@ -163,7 +163,7 @@ def read_published(
         found = consumer.offsets_for_times(
             [TopicPartition(topic, p, since_ms) for p in partitions], timeout=30
         )
-        ends = end_offsets(consumer, topic, partitions)
+        ends = high_watermarks(config, topic, partitions)
         # offset -1: no event of that partition was produced at or after ``since``.
         starts = {tp.partition: tp.offset for tp in found}
         for msg in drain(consumer, topic, starts, ends, timeout=timeout, what="indexing"):

@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any
 
+from publisher.events import DEFAULT_MESSAGE_MAX_BYTES
 from publisher.settings import Settings
 
 
@@ -40,6 +41,12 @@ def client_config(settings: Settings) -> dict[str, Any]:
         "client.id": f"cdr-publisher-{settings.deployment_id}",
         # librdkafka's own log goes through ours (JSON, throttled) instead of raw stderr.
         "logger": RDKAFKA_LOG,
+        # Topics are made by ensure_topics alone, with the policies they need. librdkafka's
+        # producer default (true) lets a metadata request or a produce have the broker create a
+        # missing topic with its defaults: a replay handed over while a fresh deployment started
+        # made the state topic that way (cleanup.policy=delete) and start-up then refused it.
+        # The admin client is a producer inside (librdkafka c64de6e).
+        "allow.auto.create.topics": False,
     }
     if settings.kafka_sasl_mechanism:
         config["sasl.mechanism"] = settings.kafka_sasl_mechanism
@@ -74,9 +81,23 @@ def producer_config(settings: Settings, transactional_id: str) -> dict[str, Any]
         # lz4 rather than zstd: with zstd, librdkafka's threads took 22-36 us a record (profiled).
         "compression.type": "lz4",
         "queue.buffering.max.messages": 200000,
-        "message.max.bytes": 4 * 1024 * 1024,
+        # librdkafka's default, under the broker's default topic limit (max.message.bytes
+        # 1048588), which librdkafka cannot check at produce time. Every message we build is
+        # made to fit this (an event too large goes to the DLQ, a DLQ entry is cut): raise it
+        # through CDR_PUBLISHER_KAFKA_EXTRA only with the topics' max.message.bytes.
+        "message.max.bytes": DEFAULT_MESSAGE_MAX_BYTES,
+        # Java's default for keyed records (librdkafka: "Java Producer compatible Murmur2 hash of
+        # key"), instead of librdkafka's CRC32 default: a Java, Kafka Streams or ksqlDB consumer
+        # that joins or re-keys by Correlation ID finds every leg where it computes it should be.
+        # publisher.kafka.partitioning computes the same partition in Python.
+        "partitioner": "murmur2_random",
         **settings.kafka_extra,
     }
+
+
+def max_message_bytes(settings: Settings) -> int:
+    """The producer's message.max.bytes as configured (our default or the operator's)."""
+    return int(producer_config(settings, "-")["message.max.bytes"])
 
 
 def consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:

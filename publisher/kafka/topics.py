@@ -30,10 +30,10 @@ def wanted_topics(settings: Settings) -> dict[str, NewTopic]:
             # Never compacted: the legs of one call share a key.
             config={"cleanup.policy": "delete"},
         ),
-        # One partition: restore reads it in order, and it holds small records only.
+        # One partition per slot: an org's state lives in the partition its id hashes to.
         settings.state_topic: NewTopic(
             settings.state_topic,
-            num_partitions=1,
+            num_partitions=settings.state_partitions,
             replication_factor=rf,
             config={"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"},
         ),

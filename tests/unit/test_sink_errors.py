@@ -92,3 +92,52 @@ def test_other_fatal_error_asks_for_a_new_producer(monkeypatch: pytest.MonkeyPat
     sink.close()
 
     assert "abort" not in fake.calls
+
+
+def test_an_abort_that_timed_out_is_finished_before_the_next_transaction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the broker away an abort times out and goes on inside librdkafka, which refuses
+    begin_transaction until abort_transaction is called again: the next commit finishes it
+    first (it stalled the daemon for good when the broker stayed away past the timeout)."""
+    err = RdKafkaError(RdKafkaError._MSG_TIMED_OUT, txn_requires_abort=True)
+    sink, fake = _sink(monkeypatch, [err])
+    aborts = [RdKafkaError(RdKafkaError._TIMED_OUT, retriable=True)]
+
+    def abort(_timeout: float) -> None:
+        fake.calls.append("abort")
+        if aborts:
+            raise KafkaException(aborts.pop(0))
+
+    fake.abort_transaction = abort  # type: ignore[method-assign]
+    with pytest.raises(KafkaError):
+        sink.commit(RECORDS)
+
+    assert sink.commit(RECORDS) == 1
+    assert fake.calls == ["begin", "commit", "abort", "abort", "begin", "commit"]
+
+
+def test_an_abort_the_producer_cannot_finish_asks_for_a_new_producer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An abort resumed after a time-out that fails fatally (INVALID_TXN_STATE once the broker
+    is back) raises ProducerLostError, so the caller makes a new producer instead of waiting for
+    an abort that can never complete (seen: the daemon stuck for minutes)."""
+    err = RdKafkaError(RdKafkaError._MSG_TIMED_OUT, txn_requires_abort=True)
+    sink, fake = _sink(monkeypatch, [err])
+    aborts = [
+        RdKafkaError(RdKafkaError._TIMED_OUT, retriable=True),
+        RdKafkaError(RdKafkaError.INVALID_TXN_STATE, fatal=True),
+    ]
+
+    def abort(_timeout: float) -> None:
+        fake.calls.append("abort")
+        if aborts:
+            raise KafkaException(aborts.pop(0))
+
+    fake.abort_transaction = abort  # type: ignore[method-assign]
+    with pytest.raises(KafkaError):
+        sink.commit(RECORDS)
+
+    with pytest.raises(ProducerLostError):
+        sink.commit(RECORDS)
