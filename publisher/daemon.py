@@ -1,15 +1,25 @@
-"""The daemon: follow cdr_stream and publish every record exactly once.
+"""The daemon: a worker that opens the slots it owns, runs their orgs' tasks, and stops them.
 
-Start-up, in this order (see ARCHITECTURE.md "Exactly once"):
+Start-up, in this order (see ARCHITECTURE.md "Tasks, slots and replicas"):
+
 1. Create or check the topics; register (or find) the event schema.
-2. ``init_transactions()``: fences an older instance with our transactional.id and aborts what it
-   left open, so that what we read next is final.
-3. Read the state topic with read_committed: cursor, region host, dedup marks inside the horizon.
-4. Poll: window = [cursor - overlap, newest legal end], page by page; each page is one transaction
-   holding its events, DLQ entries, dedup marks, expiry tombstones and the cursor record.
-   The cursor's position moves to the window's end only in the transaction after its last page.
-On an abortable Kafka error the transaction is aborted and the state is read back from the topic,
-so the next fetch starts from what is really committed; dedup removes what is fetched again.
+2. Group the catalogue's orgs by slot: ``toPositive(murmur2(org id)) % P``, P the state topic's
+   partitions.
+3. Which slots are this process's: with ``COORDINATION=group`` (the default), the partitions Kafka's
+   group protocol assigns this replica (:mod:`publisher.membership`), as they come and go; with
+   ``none``, every slot (a second process then fences the first, which exits 3).
+4. Open each owned slot (:mod:`publisher.slot`): its producer's ``init_transactions()`` fences the
+   previous owner (a zombie included) and aborts what it left open; then its partition is
+   restored (read_committed, to the high watermark).
+5. Per org of the slot: the live task on a thread of its own; the replays, gap fills and
+   requests handed over by other replicas that were running or pending.
+
+A revoked slot's tasks are stopped and its producer closed before the group moves it. A fencing
+on a replica of a group stops the slot and asks the group: still ours (a transaction that timed
+out), it is opened again; gone (we were a zombie), it stays closed. One org's failure (a token
+revoked, a role missing) is that org's alone: it backs off, doubling up to
+``ORG_BACKOFF_MAX_SECONDS``, is named in ``/readyz``, ``state`` and ``cdr_publisher_org_up``, and
+recovers by itself when its credentials work again.
 """
 
 from __future__ import annotations
@@ -19,78 +29,65 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
 from types import FrameType
-from typing import TypeVar
 
-from confluent_kafka.admin import AdminClient
+import orjson
 
 from publisher import metrics
-from publisher.batch import Batch, Topics, build_batch
+from publisher.batch import Topics
 from publisher.clock import Clock, utcnow
-from publisher.dedup import pack_marks
-from publisher.errors import (
-    KafkaError,
-    ProducerLostError,
-    PublisherError,
-    WebexBadPageError,
-    WebexError,
-    WindowError,
-)
-from publisher.events import EventEncoder, Source
+from publisher.errors import FencedError, KafkaError, PublisherError, UsageError
+from publisher.events import EventEncoder
 from publisher.health import Health
-from publisher.kafka.config import client_config, consumer_config, producer_config, registry_config
-from publisher.kafka.sink import OutRecord, TransactionalSink
-from publisher.kafka.state import Cursor, JobState, apply_records, cursor_key, dedup_key, read_topic
-from publisher.kafka.topics import ensure_topics
-from publisher.registry import ensure_event_schema
+from publisher.kafka.partitioning import slot_of
+from publisher.live import LiveTask
+from publisher.membership import Membership
+from publisher.replay.manager import ReplayManager
+from publisher.replay.request import ReplayRequest, is_cancel
+from publisher.runtime import Runtime, Services
 from publisher.settings import Settings
-from publisher.webex.client import CdrClient
-from publisher.webex.record import ParsedPage, RejectedRecord, format_timestamp, parse_page
-from publisher.webex.windows import Endpoint, Window, newest_end, oldest_start, split
+from publisher.slot import Slot
+from publisher.state.codec import LIVE_JOB, parse_key
+from publisher.state.memory import OrgState
+from publisher.task import TaskContext, TaskStoppedError, retry, stop_aware_sleep
 
 log = logging.getLogger("publisher.daemon")
-LIVE_JOB = "live"
-RETENTION_HEADROOM = timedelta(minutes=1)
-T = TypeVar("T")
+
+# After a fencing, how long to let the group's heartbeats tell whether the slot is still ours.
+FENCED_CONFIRM_S = 10.0
 
 
-class ShutdownRequestedError(BaseException):
-    """Raised inside waits when SIGTERM/SIGINT arrived. A BaseException so that no retry loop
-    that catches Exception can swallow it."""
+@dataclass
+class OrgWork:
+    """One org's tasks in this process."""
+
+    org: str
+    slot: Slot
+    state: OrgState
+    health: Health
+    replays: ReplayManager
+    live: LiveTask
+    thread: threading.Thread | None = None
 
 
-def transactional_id(settings: Settings, job: str = LIVE_JOB) -> str:
-    """Stable per (deployment, org, job): a second instance of the same job fences the first."""
-    return f"cdr-publisher.{settings.deployment_id}.{settings.org_id}.{job}"
+@dataclass
+class _SlotWork:
+    slot: Slot
+    orgs: list[str]
+    opener: threading.Thread | None = None
+    fenced: bool = False
+    org_ids: list[str] = field(default_factory=list)
 
 
-def hour_of(moment: datetime) -> int:
-    return int(moment.timestamp() // 3600)
+class Worker:
+    """Owns slots (all, or the group's share), runs their orgs' tasks until shutdown."""
 
-
-def next_window(
-    cursor: datetime | None, now: datetime, *, overlap: timedelta, skew: timedelta
-) -> Window | None:
-    """The next stream window to fetch, or None when nothing new can be asked yet. Pure."""
-    # A window starting right at the retention edge would be too old a moment later, by the time
-    # the limiter lets it go: keep a minute's headroom.
-    oldest = oldest_start(Endpoint.STREAM, now, skew) + RETENTION_HEADROOM
-    newest = newest_end(Endpoint.STREAM, now, skew)
-    start = oldest if cursor is None else max(cursor - overlap, oldest)
-    if cursor is not None and newest <= cursor:
-        return None
-    if newest <= start:
-        return None
-    return split(Endpoint.STREAM, start, newest, now, skew)[0]
-
-
-class Daemon:
     def __init__(
         self,
         settings: Settings,
         *,
+        services: Services | None = None,
         clock: Clock = utcnow,
         stop: threading.Event | None = None,
         health: Health | None = None,
@@ -99,265 +96,381 @@ class Daemon:
         self.clock = clock
         self.stop = stop or threading.Event()
         self.health = health or Health()
-        self.topics = Topics(events=settings.events_topic, dlq=settings.dlq_topic)
-        self.state = JobState(org=settings.org_id, job=LIVE_JOB)
-        self._sink: TransactionalSink | None = None
+        self.services = services or Runtime(settings, clock=clock, health=self.health)
+        self.catalogue = self.services.catalogue
+        self.group = settings.coordination == "group"
+        self.slots: dict[int, Slot] = {}
+        self.orgs: dict[str, OrgWork] = {}
+        self.partitions = 0
+        self.membership: Membership | None = None
+        self._work: dict[int, _SlotWork] = {}
         self._encoder: EventEncoder | None = None
+        self._fatal: list[BaseException] = []
+        self._lock = threading.RLock()
+        self.sleep = stop_aware_sleep(self.stop, self.health)
+        if self.group:
+            self.health.slots = []
+        self.health.fleet = len(self.catalogue.ids) > 1
 
-    # --- waiting -------------------------------------------------------------------------------
+    # --- the org catalogue on slots ------------------------------------------------------------
 
-    def sleep(self, seconds: float) -> None:
-        """Wait, but wake at once on shutdown."""
-        self.health.loop_heartbeat = time.monotonic()
-        if self.stop.wait(max(0.0, seconds)):
-            raise ShutdownRequestedError
+    @property
+    def live(self) -> LiveTask | None:
+        """The live task of a deployment of one org (None before start)."""
+        if len(self.orgs) != 1:
+            return None
+        return next(iter(self.orgs.values())).live
 
-    def _retry(self, what: str, action: Callable[[], T]) -> T:
-        delay = 1.0
-        while True:
-            try:
-                return action()
-            except PublisherError as exc:
-                if not exc.retriable:
-                    raise
-                self.health.degraded = f"{what}: {exc}"
-                log.warning("%s failed, retrying in %.0fs: %s", what, delay, exc)
-                self.sleep(delay)
-                delay = min(delay * 2, 30.0)
+    @property
+    def org(self) -> OrgState:
+        """The state of a deployment of one org."""
+        (work,) = self.orgs.values()
+        return work.state
+
+    @property
+    def replays(self) -> ReplayManager:
+        """The replays of a deployment of one org."""
+        (work,) = self.orgs.values()
+        return work.replays
+
+    def slots_of_catalogue(self) -> dict[int, list[str]]:
+        by_slot: dict[int, list[str]] = {}
+        for org_id in self.catalogue.ids:
+            by_slot.setdefault(slot_of(org_id, self.partitions), []).append(org_id)
+        return by_slot
+
+    def slot_of(self, org_id: str) -> int:
+        return slot_of(org_id, self.partitions)
 
     # --- start-up ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Steps 1-2 of the module docstring; without a group, steps 3-4 for every slot."""
         settings = self.settings
-        admin = AdminClient(client_config(settings))
-        self._retry("topics", lambda: ensure_topics(admin, settings))
-
-        sid = self._retry(
-            "schema registry",
-            lambda: ensure_event_schema(
-                registry_config(settings),
-                settings.events_topic,
-                auto_register=settings.schema_auto_register,
-            ),
+        self._encoder = retry(
+            "topics and schema registry",
+            lambda: self.services.encoder(settings.events_topic),
+            sleep=self.sleep,
+            health=self.health,
         )
-        self._encoder = EventEncoder(sid)
-        self._new_producer()
-        self.restore()
+        self.partitions = retry(
+            "state topic", self.services.state_partitions, sleep=self.sleep, health=self.health
+        )
+        if self.partitions != settings.state_partitions:
+            log.warning(
+                "the state topic has %d partitions (CDR_PUBLISHER_STATE_PARTITIONS=%d applies "
+                "only when the publisher creates it); using %d slots",
+                self.partitions,
+                settings.state_partitions,
+                self.partitions,
+            )
+        if not self.group:
+            for number, orgs in sorted(self.slots_of_catalogue().items()):
+                self.open_slot(self._new_slot(number, orgs))
+        self.health.producer_ready = True
+        self.health.state_restored = True
         log.info(
             "started",
             extra={
-                "transactional_id": transactional_id(settings),
-                "schema_id": sid,
-                "cursor": format_timestamp(self.state.cursor.position)
-                if self.state.cursor
-                else None,
-                "dedup_marks": len(self.state.marks),
+                "orgs": len(self.catalogue.ids),
+                "state_partitions": self.partitions,
+                "coordination": settings.coordination,
             },
         )
 
-    def _new_producer(self) -> None:
-        """A fresh transactional producer; init_transactions fences whatever the old one left."""
-        if self._sink is not None:
-            self._sink.close()
-        self.health.producer_ready = False
-        self._sink = TransactionalSink(
-            producer_config(self.settings, transactional_id(self.settings)),
+    def _new_slot(self, number: int, orgs: list[str]) -> _SlotWork:
+        slot = Slot(
+            number,
+            orgs,
+            services=self.services,
             sleep=self.sleep,
             on_trouble=self._degraded,
+            on_recovered=self._recovered,
+            partitions=self.partitions,
+            take_back=not self.group,
         )
-        self._sink.init()
-        self.health.producer_ready = True
+        work = _SlotWork(slot, orgs)
+        with self._lock:
+            self._work[number] = work
+            self.slots[number] = slot
+        return work
 
-    def restore(self) -> None:
-        """Read the state topic (read_committed) back into memory."""
+    def open_slot(self, work: _SlotWork) -> Slot:
+        """Fence and restore ``work``'s slot and make its orgs' tasks (they run on run_org)."""
+        slot = work.slot
+        sleep = stop_aware_sleep(slot.stop, self.health)
         started = time.monotonic()
-        records = self._retry(
-            "state restore",
-            lambda: read_topic(
-                consumer_config(self.settings, "cdr-publisher-restore"), self.settings.state_topic
-            ),
-        )
-        state = JobState(org=self.settings.org_id, job=LIVE_JOB)
-        apply_records(state, records, oldest_hour=self._oldest_hour())
-        self.state = state
-        self.health.state_restored = True
-        self.health.cursor = state.cursor.position if state.cursor else None
-        metrics.DEDUP_MARKS.set(len(state.marks))
+        retry(f"slot {slot.number}", slot.open, sleep=sleep, health=self.health)
+        self.health.degraded = None
+        for org_id in work.orgs:
+            self._make_org(slot, org_id)
+        work.org_ids = list(work.orgs)
         log.info(
             "state restored",
             extra={
-                "records": len(records),
-                "dedup_marks": len(state.marks),
+                "slot": slot.number,
+                "records": sum(s.records_read for s in slot.states.values()),
+                "dedup_marks": sum(s.mark_count for s in slot.states.values()),
                 "seconds": round(time.monotonic() - started, 3),
             },
         )
+        return slot
 
-    def _oldest_hour(self) -> int:
-        return hour_of(self.clock() - timedelta(seconds=self.settings.dedup_horizon_seconds))
-
-    # --- the loop ------------------------------------------------------------------------------
-
-    def run(self) -> None:
-        """Start, then poll until shutdown. Raises FencedError and non-retriable errors."""
-        self.health.loop_heartbeat = time.monotonic()
-        try:
-            self.start()
-            with CdrClient.from_settings(
-                self.settings,
-                sleep=self.sleep,
-                region_base_url=self.state.cursor.region_base_url if self.state.cursor else None,
-            ) as client:
-                self._loop(client)
-        except ShutdownRequestedError:
-            log.info("shutting down")
-        finally:
-            if self._sink is not None:
-                self._sink.close()
-
-    def _loop(self, client: CdrClient) -> None:
-        settings = self.settings
-        overlap = timedelta(seconds=settings.overlap_seconds)
-        skew = timedelta(seconds=settings.webex_clock_skew_seconds)
-        while not self.stop.is_set():
-            self.health.loop_heartbeat = time.monotonic()
-            now = self.clock()
-            cursor = self.state.cursor.position if self.state.cursor else None
-            window = next_window(cursor, now, overlap=overlap, skew=skew)
-            if window is None:
-                self.sleep(settings.poll_interval_seconds)
-                continue
-            self._warn_if_behind_retention(cursor, now, skew)
-            try:
-                self.publish_window(client, window)
-                self.health.last_poll_ok = time.monotonic()
-                self.health.degraded = None
-                self.health.last_error = None
-            except KafkaError as exc:
-                if not exc.retriable:
-                    raise
-                self._degraded(f"kafka: {exc}")
-                if isinstance(exc, ProducerLostError):
-                    self._new_producer()
-                self.restore()  # back to what is really committed
-                continue
-            except (WebexError, WindowError) as exc:
-                self._degraded(f"webex: {exc}")
-                self.sleep(min(settings.poll_interval_seconds, 60.0))
-                continue
-            if self.state.cursor is not None:
-                lag = (self.clock() - self.state.cursor.position).total_seconds()
-                metrics.CURSOR_LAG.labels(org=settings.org_id).set(lag)
-                # Caught up: wait for the next poll; behind: go on at once (the limiter paces us).
-                if lag < settings.poll_interval_seconds + 120:
-                    self.sleep(settings.poll_interval_seconds)
+    def _make_org(self, slot: Slot, org_id: str) -> OrgWork:
+        settings, services = self.settings, self.services
+        state = slot.states[org_id]
+        health = Health(producer_ready=True, state_restored=True)
+        cursor = state.cursors.get(LIVE_JOB)
+        health.cursor = cursor.position if cursor else None
+        replays = ReplayManager(services, state, clock=self.clock, health=health, slot=slot)
+        sleep = stop_aware_sleep(slot.stop, health)
+        if self._encoder is None:
+            raise RuntimeError("start() was not called")
+        ctx = TaskContext(
+            settings=settings,
+            org=state,
+            owner=slot.owner,
+            encoder=self._encoder,
+            topics=Topics(events=settings.events_topic, dlq=settings.dlq_topic),
+            restore=slot.restore,
+            client=lambda: services.client(state, priority=0, sleep=sleep, locations=None),
+            clock=self.clock,
+            stop=slot.stop,
+            health=health,
+        )
+        live = LiveTask(ctx, record_gap=replays.gap_records, on_gap=replays.on_gap)
+        work = OrgWork(org_id, slot, state, health, replays, live)
+        with self._lock:
+            self.orgs[org_id] = work
+            self.health.orgs[org_id] = health
+        metrics.DEDUP_MARKS.labels(org=org_id).set(state.mark_count)
+        return work
 
     def _degraded(self, reason: str) -> None:
         self.health.degraded = reason
         self.health.last_error = reason
         log.warning("degraded: %s", reason)
 
-    def _warn_if_behind_retention(
-        self, cursor: datetime | None, now: datetime, skew: timedelta
-    ) -> None:
-        oldest = oldest_start(Endpoint.STREAM, now, skew)
-        if cursor is not None and cursor < oldest:
-            log.error(
-                "the cursor is older than the stream's 12 h retention: records inserted between "
-                "%s and %s cannot come from cdr_stream; replay that span from cdr_feed",
-                format_timestamp(cursor),
-                format_timestamp(oldest),
-            )
+    def _recovered(self) -> None:
+        """A slot's producer committed again after the trouble it reported."""
+        self.health.degraded = None
 
-    # --- one window ----------------------------------------------------------------------------
+    # --- running -------------------------------------------------------------------------------
 
-    def publish_window(self, client: CdrClient, window: Window) -> None:
-        source = Source("stream", format_timestamp(window.start), format_timestamp(window.end))
-        for body in self._pages(client, window):
-            if self.stop.is_set():
-                raise ShutdownRequestedError
-            page = self._parse(body)
-            metrics.RECORDS_FETCHED.labels(endpoint="stream").inc(
-                len(page.records) + len(page.rejected)
-            )
-            batch = self._build(page, source)
-            if batch.records:
-                self._commit(batch, window, done=False, region=client.base_url)
-        # The window is done: move the cursor (with any expiry) in a transaction of its own.
-        self._commit(Batch(), window, done=True, region=client.base_url)
-
-    def _pages(self, client: CdrClient, window: Window) -> Iterator[bytes]:
-        for page in client.pages(Endpoint.STREAM, window):
-            yield page.body
-
-    def _parse(self, body: bytes) -> ParsedPage:
+    def run(self) -> None:
+        """Start, then run until shutdown. Raises FencedError (no group: another instance owns a
+        slot) and errors no retry can mend."""
+        self.health.loop_heartbeat = time.monotonic()
         try:
-            return parse_page(body)
-        except WebexBadPageError as exc:
-            # The whole page is unreadable: keep its bytes in the DLQ rather than lose them.
-            log.error("unreadable page sent to the DLQ: %s", exc.message)  # noqa: TRY400 - expected, no traceback
-            return ParsedPage(records=[], rejected=[RejectedRecord(body, exc.message, None)])
+            self.start()
+            if self.group:
+                self.membership = Membership(
+                    self.settings,
+                    on_assigned=self._assigned,
+                    on_revoked=self._revoked,
+                    on_request=self._request,
+                )
+                self.membership.start()
+            else:
+                for work in list(self.orgs.values()):
+                    self.run_org(work)
+            while not self.stop.wait(1.0):
+                self.health.loop_heartbeat = time.monotonic()
+                if self._fatal:
+                    break
+        except TaskStoppedError:
+            pass
+        finally:
+            log.info("shutting down")
+            self.stop.set()
+            self.close()
+        if self._fatal:
+            raise self._fatal[0]
 
-    def _build(self, page: ParsedPage, source: Source) -> Batch:
-        if self._encoder is None:
-            raise RuntimeError("start() was not called")
-        return build_batch(
-            page,
-            committed=self.state.marks,
-            encoder=self._encoder,
-            topics=self.topics,
-            org_id=self.settings.org_id,
-            source=source,
+    def run_org(self, work: OrgWork) -> None:
+        """Resume the org's replays and requests, start its live task on a thread."""
+        work.replays.resume_unfinished()
+        work.thread = threading.Thread(
+            target=self._live, args=(work,), name=f"live-{work.org}", daemon=True
         )
+        work.thread.start()
 
-    def _commit(self, batch: Batch, window: Window, *, done: bool, region: str | None) -> None:
-        """Commit one transaction; every one rewrites the cursor record so that its ``seq`` (which
-        names the dedup keys) survives a crash. The position moves only when the window is done."""
-        if self._sink is None:
-            raise RuntimeError("start() was not called")
-        settings, state = self.settings, self.state
-        now = self.clock()
-        seq = state.seq + 1
-        hour = hour_of(now)
-        position = window.end if done else (state.cursor.position if state.cursor else window.start)
-        cursor = Cursor(position=position, region_base_url=region, seq=seq, committed_at=now)
-        expired = [h for h in state.keys_by_hour if h < self._oldest_hour()]
-        state_records = [
-            OutRecord(settings.state_topic, key, None)
-            for h in expired
-            for key in state.keys_by_hour[h]
-        ]
-        mark_key = dedup_key(settings.org_id, LIVE_JOB, hour, seq)
-        if batch.marks:
-            state_records.append(OutRecord(settings.state_topic, mark_key, pack_marks(batch.marks)))
-        state_records.append(
-            OutRecord(settings.state_topic, cursor_key(settings.org_id, LIVE_JOB), cursor.encode())
+    def _live(self, work: OrgWork) -> None:
+        """The org's live task, started again after anything that is the org's own problem."""
+        delay = self.settings.poll_interval_seconds
+        ceiling = max(self.settings.org_backoff_max_seconds, delay)
+        sleep = stop_aware_sleep(work.slot.stop, work.health)
+        while not work.slot.stop.is_set():
+            try:
+                work.live.run()
+                return
+            except TaskStoppedError:
+                return
+            except FencedError as exc:
+                if self.group:
+                    self._slot_fenced(work.slot.number, exc)
+                else:
+                    self._fail(exc)
+                return
+            except KafkaError as exc:
+                if not exc.retriable:
+                    self._fail(exc)
+                    return
+                problem = f"kafka: {exc}"
+            except PublisherError as exc:
+                # Credentials that cannot be read (a token file gone), and the like: this org's.
+                problem = str(exc)
+            except Exception as exc:  # one org's bug must not stop the others
+                log.exception("org %s: live task crashed", work.org)
+                problem = f"crashed: {type(exc).__name__}"
+            work.health.degraded = problem
+            metrics.ORG_UP.labels(org=work.org).set(0)
+            log.warning("org %s: %s; retrying in %.0fs", work.org, problem, delay)
+            try:
+                sleep(delay)
+            except TaskStoppedError:
+                return
+            delay = min(delay * 2, ceiling)
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._lock:
+            self._fatal.append(exc)
+        self.stop.set()
+
+    # --- the group's decisions (on the membership thread) --------------------------------------
+
+    def _assigned(self, numbers: list[int]) -> None:
+        by_slot = self.slots_of_catalogue()
+        self.health.joined = True
+        for number in numbers:
+            with self._lock:
+                if self.health.slots is not None and number not in self.health.slots:
+                    self.health.slots.append(number)
+            orgs = by_slot.get(number, [])
+            if orgs:
+                self._open_in_background(number, orgs)
+
+    def _open_in_background(self, number: int, orgs: list[str]) -> None:
+        work = self._new_slot(number, orgs)
+        work.opener = threading.Thread(
+            target=self._open_and_run, args=(work,), name=f"slot-{number}", daemon=True
         )
-        self._sink.commit([*batch.records, *state_records])
-        # Committed: only now does memory follow.
-        state.cursor = cursor
-        for h in expired:
-            del state.keys_by_hour[h]
-        if expired:
-            state.marks.expire_before(self._oldest_hour())
-        if batch.marks:
-            state.marks.add_many(batch.marks, hour)
-            state.keys_by_hour.setdefault(hour, []).append(mark_key)
-        self._count(batch, window.end)
-        self.health.cursor = cursor.position
+        work.opener.start()
 
-    def _count(self, batch: Batch, window_end: datetime) -> None:
-        metrics.RECORDS_PUBLISHED.labels(source="live").inc(batch.published)
-        metrics.RECORDS_DEDUPLICATED.labels(source="live").inc(batch.duplicates)
-        metrics.RECORDS_DLQ.labels(source="live").inc(batch.dlq)
-        metrics.DEDUP_MARKS.set(len(self.state.marks))
-        if batch.unknown_keys:
-            metrics.UNKNOWN_KEYS.inc(batch.unknown_keys)
-        for field_name, count in batch.new_enum_values.items():
-            metrics.UNKNOWN_ENUM_VALUES.labels(field=field_name).inc(count)
-        end = window_end.timestamp()
-        for release in batch.release_times:
-            released = datetime.fromisoformat(release).timestamp()
-            metrics.LATENESS.observe(max(0.0, end - released))
+    def _open_and_run(self, work: _SlotWork) -> None:
+        try:
+            self.open_slot(work)
+        except TaskStoppedError:
+            return  # revoked (or shutting down) while it opened
+        except PublisherError as exc:
+            log.error("slot %d cannot be opened: %s", work.slot.number, exc)  # noqa: TRY400
+            self._fail(exc)
+            return
+        if work.slot.stop.is_set():
+            return
+        for org_id in work.org_ids:
+            self.run_org(self.orgs[org_id])
+
+    def _revoked(self, numbers: list[int], lost: bool) -> None:
+        for number in numbers:
+            with self._lock:
+                if self.health.slots is not None and number in self.health.slots:
+                    self.health.slots.remove(number)
+            started = time.monotonic()
+            self.close_slot(number)
+            log.info(
+                "slot lost" if lost else "slot released",
+                extra={"slot": number, "seconds": round(time.monotonic() - started, 3)},
+            )
+
+    def _slot_fenced(self, number: int, error: FencedError) -> None:
+        """A fencing on a replica of a group: stop the slot and ask the group whether it is still
+        ours (our transaction timed out) or not (we were paused past the session timeout)."""
+        with self._lock:
+            work = self._work.get(number)
+            if work is None or work.fenced:
+                return
+            work.fenced = True
+        log.warning("slot %d fenced (%s); stopping it and asking the group", number, error)
+
+        def confirm() -> None:
+            self.close_slot(number)
+            if self.stop.wait(FENCED_CONFIRM_S):
+                return
+            if self.membership is not None and self.membership.assigned(number):
+                log.info("slot %d is still ours: opening it again", number)
+                orgs = self.slots_of_catalogue().get(number, [])
+                if orgs:
+                    self._open_in_background(number, orgs)
+            else:
+                log.info("slot %d belongs to another replica now", number)
+
+        threading.Thread(target=confirm, name=f"fenced-{number}", daemon=True).start()
+
+    def _request(self, _partition: int, key: bytes, value: bytes) -> None:
+        """A replay request another replica handed over for an org of one of our slots."""
+        parsed = parse_key(key)
+        if parsed is None or parsed.kind != "request" or parsed.org is None:
+            return
+        with self._lock:
+            work = self.orgs.get(parsed.org)
+        if work is None:
+            return  # not open yet: its restore will find the request
+        try:
+            data = orjson.loads(value)
+            if isinstance(data, dict) and is_cancel(data):
+                # Off the membership thread: a cancel waits for the replay's last commit.
+                threading.Thread(
+                    target=work.replays.cancel_handed_over,
+                    args=(parsed.name,),
+                    name=f"cancel-{parsed.name}",
+                    daemon=True,
+                ).start()
+                return
+            request = ReplayRequest.from_json(data, now=self.clock())
+            work.replays.submit(request)
+        except (orjson.JSONDecodeError, UsageError) as exc:
+            log.warning("replay request %s refused: %s", key.decode(errors="replace"), exc)
+
+    # --- stopping ------------------------------------------------------------------------------
+
+    def close_slot(self, number: int) -> None:
+        """Stop the slot's tasks (its replays stay resumable), abort, close its producer."""
+        with self._lock:
+            work = self._work.pop(number, None)
+            self.slots.pop(number, None)
+        if work is None:
+            return
+        work.slot.stop.set()
+        if work.opener is not None and work.opener is not threading.current_thread():
+            work.opener.join(timeout=30)
+        for org_id in work.org_ids:
+            with self._lock:
+                org = self.orgs.pop(org_id, None)
+                self.health.orgs.pop(org_id, None)
+            if org is None:
+                continue
+            org.replays.close()
+            if org.thread is not None and org.thread is not threading.current_thread():
+                org.thread.join(timeout=30)
+            metrics.forget_org(org_id)
+            self.services.forget_org(org_id)
+        work.slot.close()
+
+    def close(self) -> None:
+        """Stop every task (replays stay resumable), abort open transactions, close producers."""
+        with self._lock:
+            slots = list(self._work)
+        for number in slots:
+            with self._lock:
+                work = self._work.get(number)
+            if work is not None:
+                work.slot.stop.set()
+        if self.membership is not None:
+            # Leaving the group runs the revocation of what is left, on this thread.
+            self.membership.close()
+        for number in slots:
+            self.close_slot(number)
 
 
 SHUTDOWN_DEADLINE_S = 9.0
@@ -370,11 +483,11 @@ def _exit_now() -> None:
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
-    """SIGTERM/SIGINT stop the loop at its next wait or page; the open transaction is aborted.
+    """SIGTERM/SIGINT stop the tasks at their next wait or page; open transactions are aborted.
 
     A blocking call (an HTTP request near its timeout, a commit retried while the broker is away)
     could hold that past what orchestrators allow, so a watchdog exits 0 after 9 s regardless: an
-    open transaction is safe to leave, the next instance's init_transactions aborts it.
+    open transaction is safe to leave, the next owner's init_transactions aborts it.
     """
 
     def handler(signum: int, _frame: FrameType | None) -> None:

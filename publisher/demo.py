@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,15 +23,17 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer
 
+from publisher.commands.simulate import write_orgs
 from publisher.errors import PublisherError
 from publisher.events import unframe
-from publisher.kafka.reader import drain, end_offsets
-from publisher.kafka.state import Cursor, cursor_key
+from publisher.kafka.reader import drain, high_watermarks
 from publisher.registry import fetch_schema
 from publisher.simulator.faults import Faults
 from publisher.simulator.server import Simulator, SimulatorConfig
+from publisher.state.codec import Cursor, cursor_key
 
-ORG = "demo-org"
+ORGS = 3
+REGIONAL_ORGS = 1
 HISTORY_HOURS = 3.0
 CALLS_PER_MINUTE = 1.5
 CATCH_UP_TIMEOUT_S = 240.0
@@ -48,18 +51,23 @@ def _read(bootstrap: str, topic: str) -> list[Any]:
     )
     try:
         partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        ends = end_offsets(consumer, topic, partitions)
+        ends = high_watermarks({"bootstrap.servers": bootstrap}, topic, partitions)
         starts = dict.fromkeys(partitions, 0)
         return list(drain(consumer, topic, starts, ends, timeout=60, what="reading"))
     finally:
         consumer.close()
 
 
-def _cursor(bootstrap: str, state_topic: str) -> Cursor | None:
-    found = None
+def _cursors(
+    bootstrap: str, state_topic: str, deployment: str, orgs: list[str]
+) -> dict[str, Cursor]:
+    """The latest committed cursor of each org."""
+    keys = {cursor_key(deployment, org): org for org in orgs}
+    found: dict[str, Cursor] = {}
     for msg in _read(bootstrap, state_topic):
-        if msg.key() == cursor_key(ORG, "live") and msg.value() is not None:
-            found = Cursor.decode(msg.value())
+        org = keys.get(msg.key() or b"")
+        if org is not None and msg.value() is not None:
+            found[org] = Cursor.decode(msg.value())
     return found
 
 
@@ -80,6 +88,8 @@ def main(bootstrap: str, registry: str, workdir: Path) -> int:
     faults = Faults(duplicates=0.05, malformed=0.01, unknown_keys=0.05, casing=0.2)
     sim_config = SimulatorConfig(
         seed=7,
+        orgs=ORGS,
+        regional_orgs=REGIONAL_ORGS,
         calls_per_minute=CALLS_PER_MINUTE,
         history_hours=HISTORY_HOURS,
         initial_per_minute=120.0,
@@ -88,22 +98,24 @@ def main(bootstrap: str, registry: str, workdir: Path) -> int:
         faults=faults,
     )
     print(
-        f"simulator: {CALLS_PER_MINUTE} calls/min over the last {HISTORY_HOURS:.0f} h, "
+        f"simulator: {ORGS} orgs, each with its own token ({REGIONAL_ORGS} in another region, "
+        f"found by 451), {CALLS_PER_MINUTE} calls/min over the last {HISTORY_HOURS:.0f} h, "
         "duplicates, corrupt records, unknown keys and key casing variants switched on"
     )
     with Simulator(sim_config) as sim:
-        http_port = "9467"
+        catalogue = write_orgs(sim, workdir / f"orgs-{run_id}")
+        orgs = sim.org_ids
+        print(f"org catalogue: {catalogue} (one token file per org)")
+        http_port = str(_free_port())  # several demos (or engineers) may run at once
         env = {k: v for k, v in os.environ.items() if not k.startswith("CDR_PUBLISHER_")}
         env.update(
             {
                 "CDR_PUBLISHER_WEBEX_BASE_URL": sim.base_url,
-                "CDR_PUBLISHER_WEBEX_TOKEN": "demo-token",
                 "CDR_PUBLISHER_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                 "CDR_PUBLISHER_SCHEMA_REGISTRY_URL": registry,
                 "CDR_PUBLISHER_EVENTS_TOPIC": topics["events"],
                 "CDR_PUBLISHER_STATE_TOPIC": topics["state"],
                 "CDR_PUBLISHER_DLQ_TOPIC": topics["dlq"],
-                "CDR_PUBLISHER_ORG_ID": ORG,
                 "CDR_PUBLISHER_DEPLOYMENT_ID": prefix,
                 "CDR_PUBLISHER_TOPIC_PARTITIONS": "3",
                 "CDR_PUBLISHER_TOPIC_REPLICATION_FACTOR": "1",
@@ -115,13 +127,16 @@ def main(bootstrap: str, registry: str, workdir: Path) -> int:
                 "CDR_PUBLISHER_LOG_FORMAT": "console",
             }
         )
-        print(f"daemon: cdr-publisher run  (log: {log_path})")
+        print(f"daemon: cdr-publisher run --config {catalogue}  (log: {log_path})")
         with log_path.open("ab") as log:
             daemon = subprocess.Popen(
-                [sys.executable, "-m", "publisher", "run"], env=env, stdout=log, stderr=log
+                [sys.executable, "-m", "publisher", "run", "--config", str(catalogue)],
+                env=env,
+                stdout=log,
+                stderr=log,
             )
         try:
-            caught_up = _wait_until_caught_up(bootstrap, topics["state"], daemon)
+            caught_up = _wait_until_caught_up(bootstrap, topics["state"], prefix, orgs, daemon)
             metrics_text = _fetch(f"http://127.0.0.1:{http_port}/metrics")
         finally:
             if daemon.poll() is None:
@@ -132,17 +147,56 @@ def main(bootstrap: str, registry: str, workdir: Path) -> int:
             print("demo: the daemon did not catch up in time", file=sys.stderr)
             return 1
         print(f"daemon stopped with SIGTERM, exit code {code}")
-        final = _cursor(bootstrap, topics["state"])
-        if final is None:
-            print("demo: no cursor was committed", file=sys.stderr)
+        finals = _cursors(bootstrap, topics["state"], prefix, orgs)
+        if len(finals) < len(orgs):
+            print("demo: an org committed no cursor", file=sys.stderr)
             return 1
         # What must be in Kafka: every record served whose insertion time the committed cursor
-        # has passed (a page fetched just before SIGTERM may be aborted, and comes next run).
-        covered = sim.expected_report_ids(
-            "stream", final.position - timedelta(hours=HISTORY_HOURS + 1), final.position
-        )
-        served = sim.served_report_ids() & covered
-    return _report(bootstrap, registry, topics, served, metrics_text)
+        # of its org has passed (a page fetched just before SIGTERM may be aborted, and comes
+        # with the next run).
+        served: set[str] = set()
+        for n, org in enumerate(orgs, start=1):
+            final = finals[org]
+            covered = sim.expected_report_ids(
+                "stream", final.position - timedelta(hours=HISTORY_HOURS + 1), final.position, org=n
+            )
+            served |= sim.served_report_ids(n) & covered
+            region = f", region {final.region_base_url}" if n > ORGS - REGIONAL_ORGS else ""
+            print(f"  org {org}: cursor {final.position:%H:%M:%S} UTC{region}")
+    code = _report(bootstrap, registry, topics, served, metrics_text)
+    print("\nThe stack stays up. Look around (these find the local stack by themselves):")
+    for line in next_commands(topics):
+        print(f"  {line}")
+    return code
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cli_path() -> str:
+    """How to call this checkout's CLI from the current folder (``make demo`` runs in the
+    checkout, whose ``.venv/bin`` is not on a newcomer's PATH)."""
+    cli = Path(sys.executable).parent / "cdr-publisher"
+    if not cli.exists():
+        return "cdr-publisher"
+    try:
+        return str(cli.relative_to(Path.cwd()))
+    except ValueError:
+        return str(cli)
+
+
+def next_commands(topics: dict[str, str]) -> list[str]:
+    """The commands the demo prints at its end (README shows them with placeholders)."""
+    cli = cli_path()
+    return [
+        f"{cli} tail --from-beginning --max 3 --topic {topics['events']}",
+        f"{cli} calls --from-beginning --max 5 --topic {topics['events']}",
+        f"{cli} state --topic {topics['state']}",
+        "make stack-down",
+    ]
 
 
 def _fetch(url: str) -> str:
@@ -154,7 +208,11 @@ def _fetch(url: str) -> str:
 
 
 def _wait_until_caught_up(
-    bootstrap: str, state_topic: str, daemon: subprocess.Popen[bytes]
+    bootstrap: str,
+    state_topic: str,
+    deployment: str,
+    orgs: list[str],
+    daemon: subprocess.Popen[bytes],
 ) -> bool:
     deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
     last_print = 0.0
@@ -162,15 +220,15 @@ def _wait_until_caught_up(
         if daemon.poll() is not None:
             return False
         try:
-            cursor = _cursor(bootstrap, state_topic)
+            cursors = _cursors(bootstrap, state_topic, deployment, orgs)
         except Exception:  # noqa: BLE001 - the topic may not exist yet
-            cursor = None
-        if cursor is not None:
-            lag = datetime.now(UTC) - cursor.position
+            cursors = {}
+        if len(cursors) == len(orgs):
+            lag = datetime.now(UTC) - min(c.position for c in cursors.values())
             if time.monotonic() - last_print > 5:
                 print(
-                    f"  cursor {cursor.position:%H:%M:%S} UTC, {lag.total_seconds() / 60:.1f} min "
-                    f"behind now, {cursor.seq} transactions"
+                    f"  {len(orgs)} orgs, the furthest behind {lag.total_seconds() / 60:.1f} min "
+                    f"from now, {sum(c.seq for c in cursors.values())} transactions"
                 )
                 last_print = time.monotonic()
             if lag < timedelta(minutes=3):
@@ -201,6 +259,8 @@ def _report(
         f"events topic {topics['events']}: {len(events)} events, {len(ids)} distinct Report IDs, "
         f"{sum(1 for c in ids.values() if c > 1)} published twice"
     )
+    per_org = Counter(event["org_id"] for _, event in decoded)
+    print("  by org_id: " + ", ".join(f"{org} {n}" for org, n in sorted(per_org.items())))
     print(
         f"simulator served {len(served)} distinct Report IDs up to the cursor; "
         f"missing from events+DLQ: {len(served - set(ids) - dlq_ids)}"

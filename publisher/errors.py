@@ -16,15 +16,23 @@ with ``raise ... from`` so that callers only ever handle this tree::
     │   ├── WebexRateLimitedError        429 (retriable after Retry-After)
     │   ├── WebexUnavailableError        5xx, time-outs, connection errors (retriable)
     │   └── WebexBadPageError            a reply too large or not JSON (retriable, page kept)
+    │       └── WebexRefusedUrlError     a next link the token may not go to (reason, window)
     ├── WindowError                 a time window breaks the endpoint's rules
     ├── SchemaError                 the registry refused the schema, or it does not match
     │   └── SchemaRegistryUnavailableError   the registry cannot be reached (retriable)
+    ├── DecodeError                 a consumed value is not an event of ours (not retriable)
     ├── KafkaError                  broker unavailable or a transaction failed (retriable flag)
     │   └── ProducerLostError       fatal producer error, not fencing: make a new producer
-    └── FencedError                 another instance owns this transactional.id (fatal, exit 3)
+    └── FencedError                 our transactional.id was fenced: by another instance (exit 3),
+                                    or by a timed-out transaction (a new producer recovers)
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from publisher.webex.windows import Window
 
 
 class PublisherError(Exception):
@@ -108,6 +116,30 @@ class WebexBadPageError(WebexError):
         self.body = body
 
 
+class WebexRefusedUrlError(WebexBadPageError):
+    """A URL a reply names (a next link) fails the check of :mod:`publisher.webex.urls`, so it is
+    not followed and the token stays home. ``reason`` is the check's fixed word (``backslash``,
+    ``userinfo``, ``foreign_host``...), ``url`` the link made printable, ``window`` the window
+    whose remaining pages it would have fetched. Not retriable: the same reply names the same
+    link again; the caller records the window as cut short and moves on."""
+
+    retriable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        url: str,
+        window: Window | None,
+        tracking_id: str | None = None,
+    ) -> None:
+        super().__init__(message, body=b"", tracking_id=tracking_id)
+        self.reason = reason
+        self.url = url
+        self.window = window
+
+
 class WindowError(PublisherError):
     """A requested time window breaks the endpoint's rules (too old, too long, too recent)."""
 
@@ -120,6 +152,11 @@ class SchemaRegistryUnavailableError(SchemaError):
     """The registry could not be reached: back off and try again."""
 
     retriable = True
+
+
+class DecodeError(PublisherError):
+    """A consumed value is not a framed event its writer's registered schema accepts; the
+    message says which topic, partition and offset, and why."""
 
 
 class KafkaError(PublisherError):
@@ -139,4 +176,10 @@ class ProducerLostError(KafkaError):
 
 
 class FencedError(PublisherError):
-    """Another instance with the same transactional.id took over: stop, exit 3."""
+    """The epoch of our transactional.id moved on: another instance took over (stop, exit 3), or
+    the coordinator aborted a transaction of ours that outlived its timeout (recoverable with a
+    new producer; :mod:`publisher.kafka.owner` tells which)."""
+
+    def __init__(self, message: str, *, transaction_age_s: float | None = None) -> None:
+        super().__init__(message)
+        self.transaction_age_s = transaction_age_s

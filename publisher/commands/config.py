@@ -45,14 +45,25 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import orjson  # noqa: PLC0415 - keep --help fast
 
+    from publisher.errors import ConfigError  # noqa: PLC0415
+    from publisher.orgs import build_catalogue  # noqa: PLC0415
     from publisher.settings import load_settings  # noqa: PLC0415
 
-    dump = load_settings(args.config).redacted_dump()
+    settings = load_settings(args.config)
+    dump = settings.redacted_dump()
     text = (
         orjson.dumps(dump, option=orjson.OPT_INDENT_2).decode() + "\n"
         if args.format == "json"
         else render_toml(dump)
     )
+    try:
+        catalogue = build_catalogue(settings)
+    except ConfigError:
+        catalogue = None  # no credentials yet: `run` says so; the settings themselves are valid
+    if catalogue is not None and args.format == "toml" and catalogue.from_environment:
+        text += f"# orgs: one, from the environment: {catalogue.orgs[0].describe()}\n"
+    for warning in catalogue.warnings if catalogue is not None else ():
+        sys.stderr.write(f"cdr-publisher: warning: {warning}\n")
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -63,15 +74,35 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# Settings that are TOML tables in a --config file: written as [table] / [[array]] after the rest.
+TABLES = frozenset({"orgs", "service_app"})
+
+
 def render_toml(values: dict[str, Any]) -> str:
-    """``values`` (str, bool, int, float, list of str, dict of str, None) as a TOML document."""
+    """``values`` (str, bool, int, float, list of str, dict of str, None) as a TOML document;
+    the settings in TABLES as ``[[orgs]]`` / ``[service_app]`` tables at the end."""
     lines = []
+    tables: list[str] = []
     for name, value in values.items():
-        if value is None:
+        if name in TABLES and isinstance(value, list) and value:
+            for item in value:
+                tables += ["", f"[[{name}]]", *_table_body(name, item)]
+        elif name in TABLES and isinstance(value, dict):
+            tables += ["", f"[{name}]", *_table_body(name, value)]
+        elif value is None:
             lines.append(f"# {name} is not set")
         else:
             lines.append(f"{name} = {toml_value(value)}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + tables) + "\n"
+
+
+def _table_body(path: str, table: dict[str, Any]) -> list[str]:
+    """Keys of a table, then its sub-tables (TOML puts a table's own keys first)."""
+    lines = [f"{k} = {toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
+    for key, sub in table.items():
+        if isinstance(sub, dict):
+            lines += ["", f"[{path}.{key}]", *_table_body(f"{path}.{key}", sub)]
+    return lines
 
 
 def toml_value(value: object) -> str:
@@ -152,6 +183,8 @@ def _type_text(info: FieldInfo) -> str:
         annotation = next(a for a in args if a is not type(None))
     if annotation is SecretStr:
         text = "secret"
+    elif _is_table(annotation):
+        text = "TOML table (docs/orgs.md)"
     elif annotation is Path:
         text = "path"
     elif typing.get_origin(annotation) is typing.Literal:
@@ -168,6 +201,15 @@ def _type_text(info: FieldInfo) -> str:
         return f"{text} {ge}..{le}"
     bounds = [_bound_text(m) for m in info.metadata]
     return " ".join([text, *[b for b in bounds if b]])
+
+
+def _is_table(annotation: object) -> bool:
+    """A setting holding TOML tables ([[orgs]], [service_app]): a model or a list of models."""
+    from pydantic import BaseModel  # noqa: PLC0415
+
+    args = typing.get_args(annotation)
+    inner = args[0] if typing.get_origin(annotation) is list and args else annotation
+    return isinstance(inner, type) and issubclass(inner, BaseModel)
 
 
 def _bound_text(meta: object) -> str:

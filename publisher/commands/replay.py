@@ -13,7 +13,9 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from publisher.settings import Settings
 
 POLL_S = 0.5
+STARTING_WAIT_S = 120.0
 
 
 def register(commands: Any) -> None:
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         plan,
         split_locations,
     )
-    from publisher.settings import load_settings  # noqa: PLC0415
+    from publisher.settings import load_settings, read_admin_token  # noqa: PLC0415
 
     now = utcnow()
     request = ReplayRequest(
@@ -93,34 +96,42 @@ def run(args: argparse.Namespace) -> int:
         widen=timedelta(minutes=args.widen_minutes),
     )
     settings = load_settings(args.config)
+    org_id = choose_org(settings, args.org)
+    request = replace(request, org=org_id)
     # Bad input stops here, before anything is fetched or published (exit 2).
     plan(
         request,
         now=now,
-        org_id=settings.org_id,
+        org_id=org_id,
         skew=timedelta(seconds=settings.webex_clock_skew_seconds),
+        topic_pattern=settings.replay_topic_regex(),
+        reserved_topics=(settings.state_topic, settings.dlq_topic),
     )
     logs.configure(settings.log_level, "console")
-    for secret in (
-        settings.webex_token,
-        settings.webex_client_secret,
-        settings.webex_refresh_token,
-        settings.kafka_sasl_password,
-        settings.kafka_ssl_key_password,
-        settings.schema_registry_basic_auth,
-    ):
-        logs.register_secret(secret.get_secret_value() if secret else None)
+    # Also the secret KAFKA_EXTRA properties, URL passwords and the admin token.
+    for secret in settings.secret_values():
+        logs.register_secret(secret)
+    admin_token = read_admin_token(settings)
+    logs.register_secret(admin_token)
     print(f"replay {request.replay_id}", flush=True)
-    daemon = find_daemon(settings)
-    final = _hand_off(daemon, request) if daemon is not None else _run_here(settings, request)
+    auth = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+    daemon = find_daemon(settings, auth, org_id)
+    final = _hand_off(daemon, request, auth) if daemon is not None else _run_here(settings, request)
     return _report(final, request)
 
 
 # --- a daemon to hand the replay to -------------------------------------------------------------
 
 
-def find_daemon(settings: Settings) -> str | None:
-    """The admin URL of a daemon of this deployment and org, or None when none answers."""
+def find_daemon(
+    settings: Settings, auth: dict[str, str] | None = None, org_id: str | None = None
+) -> str | None:
+    """The admin URL of a daemon of this deployment and org, or None when none answers.
+
+    ``auth`` carries the admin token. A daemon that refuses it (no token here, a wrong one, or
+    its admin routes disabled) is a PublisherError saying so: running the replay here instead
+    would compete with it for the token's rate limit behind the operator's back.
+    """
     import requests  # noqa: PLC0415
 
     if settings.http_port == 0:
@@ -130,35 +141,79 @@ def find_daemon(settings: Settings) -> str | None:
         host = "127.0.0.1"
     url = f"http://{host}:{settings.http_port}"
     try:
-        reply = requests.get(f"{url}/replays", timeout=3)
+        reply = requests.get(f"{url}/replays", headers=auth or {}, timeout=3)
     except requests.RequestException:
         return None
     try:
         data = reply.json()
     except ValueError:
         data = None
+    _raise_if_refused(url, reply.status_code, data)
+    orgs = (data.get("orgs") or [data.get("org_id")]) if isinstance(data, dict) else []
     if (
         reply.status_code == 200
         and isinstance(data, dict)
-        and data.get("org_id") == settings.org_id
+        and (org_id is None or org_id in orgs)
         and data.get("deployment_id") == settings.deployment_id
     ):
         return url
     print(
         f"cdr-publisher: {url} answers but is not a daemon of deployment "
-        f"{settings.deployment_id!r}, org {settings.org_id!r}; running the replay here",
+        f"{settings.deployment_id!r} serving org {org_id!r}; running the replay here",
         file=sys.stderr,
     )
     return None
 
 
-def _hand_off(url: str, request: ReplayRequest) -> dict[str, Any]:
+def choose_org(settings: Settings, asked: str | None) -> str:
+    """The org a replay is for: ``--org``, or the deployment's only org; UsageError otherwise."""
+    from publisher.errors import UsageError  # noqa: PLC0415
+    from publisher.orgs import build_catalogue  # noqa: PLC0415
+
+    ids = build_catalogue(settings).ids
+    serves = f"org {ids[0]!r}" if len(ids) == 1 else f"orgs {', '.join(ids)}"
+    if asked is None:
+        if len(ids) == 1:
+            return ids[0]
+        raise UsageError(f"name the org with --org: this deployment serves {serves}")
+    if asked not in ids:
+        raise UsageError(f"unknown org {asked!r}: this deployment serves {serves}")
+    return asked
+
+
+def _raise_if_refused(url: str, status: int, data: object) -> None:
+    """A PublisherError when the daemon's answer is its admin refusal (401/403)."""
+    from publisher.errors import PublisherError  # noqa: PLC0415
+
+    if status not in (401, 403) or not isinstance(data, dict) or data.get("admin") != "refused":
+        return
+    if status == 403:
+        fix = "set CDR_PUBLISHER_ADMIN_TOKEN (or _FILE) for the daemon and for this command"
+    else:
+        fix = "set CDR_PUBLISHER_ADMIN_TOKEN (or _FILE) here to the daemon's admin token"
+    raise PublisherError(
+        f"the daemon at {url} refuses the replay: {data.get('error')} (HTTP {status}); {fix}, "
+        "or set CDR_PUBLISHER_HTTP_PORT=0 to run the replay in this process instead"
+    )
+
+
+def _hand_off(url: str, request: ReplayRequest, auth: dict[str, str]) -> dict[str, Any]:
     import requests  # noqa: PLC0415
 
     from publisher.errors import PublisherError, UsageError  # noqa: PLC0415
 
-    reply = requests.post(f"{url}/replays", json=request.to_json(), timeout=30)
-    body = reply.json()
+    deadline = time.monotonic() + STARTING_WAIT_S
+    while True:
+        reply = requests.post(f"{url}/replays", json=request.to_json(), headers=auth, timeout=30)
+        try:
+            body = reply.json()
+        except ValueError:
+            body = {"error": reply.text[:200]}
+        # 503: the daemon is starting and the org's slot is not open yet.
+        if reply.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    _raise_if_refused(url, reply.status_code, body)
     if reply.status_code == 400:
         raise UsageError(str(body.get("error")))
     if reply.status_code not in (200, 202):
@@ -168,7 +223,7 @@ def _hand_off(url: str, request: ReplayRequest) -> dict[str, Any]:
 
     def fetch() -> dict[str, Any]:
         try:
-            answer = requests.get(f"{url}/replays/{request.replay_id}", timeout=10)
+            answer = requests.get(f"{url}/replays/{request.replay_id}", headers=auth, timeout=10)
             if answer.status_code == 200:
                 data: dict[str, Any] = answer.json()
                 return data
@@ -190,10 +245,16 @@ def _hand_off(url: str, request: ReplayRequest) -> dict[str, Any]:
 
 
 def _run_here(settings: Settings, request: ReplayRequest) -> dict[str, Any]:
+    from publisher import malloc  # noqa: PLC0415
     from publisher.errors import PublisherError, UsageError  # noqa: PLC0415
+    from publisher.health import Health  # noqa: PLC0415
     from publisher.replay import ReplayJob  # noqa: PLC0415
+    from publisher.runtime import Runtime  # noqa: PLC0415
+    from publisher.state.memory import OrgState  # noqa: PLC0415
 
-    job = ReplayJob(settings, request)
+    malloc.configure()  # as the daemon does (publisher.malloc)
+    org = OrgState(settings.deployment_id, request.org or settings.org_id)
+    job = ReplayJob(Runtime(settings, health=Health()), org, request)
     stop = _stop_on_signals(job.stop)
     failure: list[PublisherError] = []
 

@@ -34,20 +34,26 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import time  # noqa: PLC0415
 
-    import orjson  # noqa: PLC0415
     from confluent_kafka import Consumer  # noqa: PLC0415
 
+    from publisher.cli_support import (  # noqa: PLC0415
+        OneLineErrors,
+        check_reachable,
+        load_reader_settings,
+        reader_config,
+    )
     from publisher.errors import UsageError  # noqa: PLC0415
     from publisher.events import unframe  # noqa: PLC0415
-    from publisher.kafka.config import consumer_config, registry_config  # noqa: PLC0415
+    from publisher.kafka.config import registry_config  # noqa: PLC0415
     from publisher.registry import fetch_schema  # noqa: PLC0415
-    from publisher.settings import load_settings  # noqa: PLC0415
 
     if args.max is not None and args.max < 1:
         raise UsageError("--max must be at least 1")
-    settings = load_settings(args.config)
+    settings = load_reader_settings(args.config)
     topic = args.topic or settings.events_topic
-    config = consumer_config(settings, f"cdr-publisher-tail-{uuid.uuid4().hex[:8]}")
+    check_reachable(settings, topic)
+    errors = OneLineErrors()
+    config = reader_config(settings, f"cdr-publisher-tail-{uuid.uuid4().hex[:8]}", errors)
     config["auto.offset.reset"] = "earliest" if args.from_beginning else "latest"
     config["enable.partition.eof"] = False
     consumer = Consumer(config)
@@ -62,29 +68,39 @@ def run(args: argparse.Namespace) -> int:
                 if args.idle_exit is not None and time.monotonic() - last_event > args.idle_exit:
                     break
                 continue
-            if msg.error():
-                print(f"cdr-publisher: kafka: {msg.error()}", file=sys.stderr)
+            err = msg.error()
+            if err is not None:
+                errors(err)
                 continue
             last_event = time.monotonic()
-            schema_id, event = unframe(msg.value() or b"")
+            where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+            try:
+                schema_id, event = unframe(msg.value() or b"")
+            except ValueError as exc:
+                print(f"cdr-publisher: {where}: skipped, {exc}", file=sys.stderr)
+                continue
             if schema_id not in known_schemas:
                 # Decoding "through the registry": the writer's schema must be registered.
                 known_schemas[schema_id] = fetch_schema(registry_config(settings), schema_id)
             if args.correlation_id and event.get("correlation_id") != args.correlation_id:
                 continue
             shown += 1
-            if args.format == "json":
-                print(orjson.dumps(event).decode(), flush=True)
-                continue
-            cdr = event["cdr"]
-            key = (msg.key() or b"").decode()
-            print(
-                f"--- {msg.topic()}[{msg.partition()}]@{msg.offset()} key={key} "
-                f"schema={schema_id}\n"
-                f"{cdr.get('start_time')}  {cdr.get('direction')}  {cdr.get('calling_number')} -> "
-                f"{cdr.get('called_number')}  {cdr.get('duration')}s  report={event['event_id']}"
-            )
-            print(orjson.dumps(event, option=orjson.OPT_INDENT_2).decode(), flush=True)
+            _show(event, f"{where} key={(msg.key() or b'').decode()} schema={schema_id}", args)
     finally:
         consumer.close()
     return EXIT_OK
+
+
+def _show(event: dict[str, Any], header: str, args: argparse.Namespace) -> None:
+    import orjson  # noqa: PLC0415
+
+    if args.format == "json":
+        print(orjson.dumps(event).decode(), flush=True)
+        return
+    cdr = event["cdr"]
+    print(
+        f"--- {header}\n"
+        f"{cdr.get('start_time')}  {cdr.get('direction')}  {cdr.get('calling_number')} -> "
+        f"{cdr.get('called_number')}  {cdr.get('duration')}s  report={event['event_id']}"
+    )
+    print(orjson.dumps(event, option=orjson.OPT_INDENT_2).decode(), flush=True)

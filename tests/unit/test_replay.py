@@ -15,6 +15,7 @@ from publisher.cli import main
 from publisher.dedup import MarkTable, mark_of
 from publisher.errors import UsageError
 from publisher.events import Source, build_event
+from publisher.health import Health
 from publisher.published_index import KEEP_MARGIN, SpanFilter
 from publisher.replay import (
     Progress,
@@ -28,7 +29,9 @@ from publisher.replay import (
     skip_published,
     split_locations,
 )
+from publisher.runtime import Runtime
 from publisher.settings import ENV_PREFIX, Settings
+from publisher.state.memory import OrgState
 from publisher.webex.record import format_timestamp, parse_page
 from publisher.webex.windows import Endpoint, longest
 
@@ -275,7 +278,8 @@ def test_cli_unknown_org_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_admin_post_refuses_bad_requests_with_400_and_starts_nothing() -> None:
     """POST /replays with bad JSON, an unknown mode or a span out of range: 400 and the reason."""
-    manager = ReplayManager(Settings(org_id=ORG, webex_token="t"))  # type: ignore[arg-type]
+    settings = Settings(org_id=ORG, webex_token="t")  # type: ignore[arg-type]
+    manager = ReplayManager(Runtime(settings, health=Health()), OrgState("default", ORG))
     bodies = {
         b"not json": "not JSON",
         b'{"start": "2026-01-01", "end": "2026-01-02", "mode": "all"}': "unknown mode",

@@ -84,3 +84,21 @@ def test_sasl_protocol_needs_a_mechanism() -> None:
     """SASL_SSL without a mechanism is refused at start-up."""
     with pytest.raises(ConfigError, match="kafka_sasl_mechanism"):
         load_settings(kafka_security_protocol="SASL_SSL")
+
+
+def test_schema_compatibility_defaults_to_backward_transitive_and_ignores_case(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The registry guard is on by default; `unmanaged` in any case hands it to the operator."""
+    assert load_settings().schema_compatibility == "BACKWARD_TRANSITIVE"
+    monkeypatch.setenv("CDR_PUBLISHER_SCHEMA_COMPATIBILITY", "unmanaged")
+
+    assert load_settings().schema_compatibility == "UNMANAGED"
+
+
+def test_unknown_schema_compatibility_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A level the registry does not know stops start-up naming the variable."""
+    monkeypatch.setenv("CDR_PUBLISHER_SCHEMA_COMPATIBILITY", "SIDEWAYS")
+
+    with pytest.raises(ConfigError, match="CDR_PUBLISHER_SCHEMA_COMPATIBILITY"):
+        load_settings()

@@ -1,0 +1,1 @@
+"""The state topic: its records (codec) and what a process keeps of them (memory)."""
