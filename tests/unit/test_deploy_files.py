@@ -1,7 +1,7 @@
 """The production deployment files under deploy/ are well formed and keep their promises.
 
-No Docker engine or Kubernetes cluster is needed: the Helm chart is rendered by a small Go-template
-renderer below (the subset of the syntax the chart uses), the systemd unit is checked with
+No Docker engine or Kubernetes cluster is needed: the Helm chart is rendered by the real ``helm
+template`` (tests/unit/helm_chart.py; ``make helm`` installs it), the systemd unit is checked with
 ``systemd-analyze verify`` where it exists and as INI always, and every setting or metric name a
 deployment file mentions is checked against publisher/settings.py and publisher/metrics.py.
 """
@@ -9,15 +9,15 @@ deployment file mentions is checked against publisher/settings.py and publisher/
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,8 @@ from prometheus_client.metrics import MetricWrapperBase
 from pydantic import SecretStr
 
 from publisher import metrics
-from publisher.settings import ENV_PREFIX, Settings
+from publisher.settings import ENV_PREFIX, Settings, load_settings
+from tests.unit.helm_chart import HelmError, helm_notes, helm_template
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -37,6 +38,7 @@ CHART = DEPLOY / "helm" / "cdr-publisher"
 UNIT = DEPLOY / "systemd" / "cdr-publisher.service"
 ENV_EXAMPLE = DEPLOY / "systemd" / "cdr-publisher.env.example"
 COMPOSE = DEPLOY / "compose" / "compose.yaml"
+COMPOSE_REPLICAS = DEPLOY / "compose" / "compose.replicas.yaml"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 DASHBOARD = DEPLOY / "grafana" / "cdr-publisher-dashboard.json"
 
@@ -48,324 +50,11 @@ SECRET_ENV_NAMES = {
 }
 
 
-# --- a Go text/template renderer, the subset Helm charts here use -----------------------------
-
-
-class RenderError(Exception):
-    """The template is malformed or refers to a value that does not exist."""
-
-
-_ACTION = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.DOTALL)
-_TOKEN = re.compile(
-    r"""\s*(?:
-        (?P<str>"(?:[^"\\]|\\.)*")
-      | (?P<num>-?\d+(?:\.\d+)?)
-      | (?P<assign>:=)
-      | (?P<punct>[|(),])
-      | (?P<var>\$[A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)
-      | (?P<field>(?:\.[A-Za-z0-9_]+)+|\.)
-      | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
-    )""",
-    re.VERBOSE,
-)
-
-
-def _lex(text: str) -> list[tuple[str, str]]:
-    tokens: list[tuple[str, str]] = []
-    pos = 0
-    text = text.strip()
-    while pos < len(text):
-        match = _TOKEN.match(text, pos)
-        if match is None or match.end() == pos:
-            raise RenderError(f"cannot read {text[pos:]!r}")
-        kind = match.lastgroup
-        assert kind is not None
-        tokens.append((kind, match.group(kind)))
-        pos = match.end()
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-    return tokens
-
-
-def _split_template(source: str) -> list[tuple[str, str]]:
-    """Text and action pieces, with ``{{-`` and ``-}}`` whitespace trimming applied."""
-    pieces: list[tuple[str, str]] = []
-    pos = 0
-    trim_next = False
-    for match in _ACTION.finditer(source):
-        text = source[pos : match.start()]
-        if trim_next:
-            text = text.lstrip()
-        if match.group(1):
-            text = text.rstrip()
-        pieces.append(("text", text))
-        pieces.append(("action", match.group(2).strip()))
-        trim_next = bool(match.group(3))
-        pos = match.end()
-    tail = source[pos:]
-    pieces.append(("text", tail.lstrip() if trim_next else tail))
-    return pieces
-
-
-Node = tuple[Any, ...]
-
-
-def _parse(pieces: list[tuple[str, str]], defines: dict[str, list[Node]]) -> list[Node]:
-    """Nodes: ("text", s), ("out", tokens), ("if"|"with", tokens, then, else), ("range", ...)."""
-    stream = iter(pieces)
-
-    def block(closers: tuple[str, ...]) -> tuple[list[Node], str]:
-        body: list[Node] = []
-        for kind, value in stream:
-            if kind == "text":
-                if value:
-                    body.append(("text", value))
-                continue
-            if value.startswith("/*"):
-                continue
-            keyword = value.split(None, 1)[0]
-            rest = value[len(keyword) :].strip()
-            if keyword in closers:
-                return body, value
-            if keyword in ("if", "with"):
-                then, closer = block(("else", "end"))
-                otherwise: list[Node] = []
-                if closer.startswith("else"):
-                    otherwise, _ = block(("end",))
-                body.append((keyword, _lex(rest), then, otherwise))
-            elif keyword == "range":
-                tokens = _lex(rest)
-                names: list[str] = []
-                if ("assign", ":=") in tokens:
-                    at = tokens.index(("assign", ":="))
-                    names = [v for k, v in tokens[:at] if k == "var"]
-                    tokens = tokens[at + 1 :]
-                inner, _ = block(("end",))
-                body.append(("range", names, tokens, inner))
-            elif keyword == "define":
-                inner, _ = block(("end",))
-                defines[json.loads(rest)] = inner
-            elif keyword in ("else", "end"):
-                raise RenderError(f"unexpected {{{{ {value} }}}}")
-            else:
-                body.append(("out", _lex(value)))
-        if closers:
-            raise RenderError(f"missing {{{{ {' or '.join(closers)} }}}}")
-        return body, ""
-
-    return block(())[0]
-
-
-def _truthy(value: Any) -> bool:
-    return value not in (None, False, 0, "") and not (isinstance(value, dict | list) and not value)
-
-
-def _go_str(value: Any) -> str:
-    if value is None:
-        raise RenderError("a value used in the output does not exist (typo in a values path?)")
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, dict | list):
-        raise RenderError(f"a {type(value).__name__} printed without toYaml")
-    return str(value)
-
-
-def _to_yaml(value: Any) -> str:
-    if value is None:
-        return "null"
-    return str(yaml.safe_dump(value, default_flow_style=False, sort_keys=True)).rstrip("\n")
-
-
-def _indent(width: int, text: str) -> str:
-    pad = " " * width
-    return pad + text.replace("\n", "\n" + pad)
-
-
-def _required(message: str, value: Any) -> Any:
-    if value is None or value == "":
-        raise RenderError(f"required: {message}")
-    return value
-
-
-def _printf(fmt: str, *args: Any) -> str:
-    return fmt.replace("%v", "%s").replace("%d", "%s") % tuple(_go_str(a) for a in args)
-
-
-class Renderer:
-    """Renders templates the way ``helm template`` does, for the constructs used here."""
-
-    def __init__(self, root: dict[str, Any]) -> None:
-        self.root = root
-        self.defines: dict[str, list[Node]] = {}
-        self.files: dict[str, list[Node]] = {}
-        self.funcs: dict[str, Callable[..., Any]] = {
-            "include": lambda name, dot: self._exec(self.defines[name], dot, {"$": dot}),
-            "quote": lambda *a: " ".join(json.dumps(_go_str(v)) for v in a if v is not None),
-            "toYaml": _to_yaml,
-            "nindent": lambda n, s: "\n" + _indent(n, s),
-            "indent": _indent,
-            "default": lambda fallback, value=None: value if _truthy(value) else fallback,
-            "required": _required,
-            "printf": _printf,
-            "trunc": lambda n, s: s[:n],
-            "trimSuffix": lambda suffix, s: s.removesuffix(suffix),
-            "eq": lambda a, *rest: any(a == b for b in rest),
-            "not": lambda v: not _truthy(v),
-            "and": lambda *a: next((v for v in a if not _truthy(v)), a[-1]),
-            "or": lambda *a: next((v for v in a if _truthy(v)), a[-1]),
-            "sha256sum": lambda s: hashlib.sha256(s.encode()).hexdigest(),
-        }
-
-    def add(self, name: str, source: str) -> None:
-        """Parse one template file; its defines become visible to every file."""
-        tree = _parse(_split_template(source), self.defines)
-        if not name.startswith("_"):
-            self.files[name] = tree
-
-    @classmethod
-    def for_chart(cls, chart: Path, values: dict[str, Any], release: str = "rel") -> Renderer:
-        meta = yaml.safe_load((chart / "Chart.yaml").read_text(encoding="utf-8"))
-        renderer = cls(
-            {
-                "Values": values,
-                "Release": {"Name": release, "Namespace": "default", "Service": "Helm"},
-                # Helm exposes Chart.yaml's keys capitalised: appVersion -> .Chart.AppVersion.
-                "Chart": {key[0].upper() + key[1:]: value for key, value in meta.items()},
-            }
-        )
-        for path in sorted((chart / "templates").iterdir()):
-            renderer.add(path.name, path.read_text(encoding="utf-8"))
-        return renderer
-
-    def render(self) -> dict[str, str]:
-        return {
-            name: self._exec(tree, self.root, {"$": self.root}) for name, tree in self.files.items()
-        }
-
-    def manifests(self) -> list[dict[str, Any]]:
-        docs: list[dict[str, Any]] = []
-        for name, text in sorted(self.render().items()):
-            if name.endswith(".txt") or not text.strip():
-                continue
-            docs.extend(doc for doc in yaml.safe_load_all(text) if doc is not None)
-        return docs
-
-    def _exec(self, tree: list[Node], dot: Any, variables: dict[str, Any]) -> str:
-        out: list[str] = []
-        for node in tree:
-            kind = node[0]
-            if kind == "text":
-                out.append(node[1])
-            elif kind == "out":
-                out.append(_go_str(self._pipeline(node[1], dot, variables)))
-            elif kind in ("if", "with"):
-                value = self._pipeline(node[1], dot, variables)
-                if _truthy(value):
-                    out.append(self._exec(node[2], value if kind == "with" else dot, variables))
-                else:
-                    out.append(self._exec(node[3], dot, variables))
-            elif kind == "range":
-                names, tokens, body = node[1], node[2], node[3]
-                value = self._pipeline(tokens, dot, variables)
-                items = sorted(value.items()) if isinstance(value, dict) else enumerate(value or [])
-                for key, item in items:
-                    scope = dict(variables)
-                    if len(names) == 2:
-                        scope[names[0]], scope[names[1]] = key, item
-                    elif len(names) == 1:
-                        scope[names[0]] = item
-                    out.append(self._exec(body, item, scope))
-        return "".join(out)
-
-    def _pipeline(self, tokens: list[tuple[str, str]], dot: Any, variables: dict[str, Any]) -> Any:
-        commands: list[list[tuple[str, str]]] = [[]]
-        depth = 0
-        for token in tokens:
-            if token == ("punct", "|") and depth == 0:
-                commands.append([])
-                continue
-            depth += {("punct", "("): 1, ("punct", ")"): -1}.get(token, 0)
-            commands[-1].append(token)
-        result: Any = None
-        for index, command in enumerate(commands):
-            piped = [result] if index else []
-            result = self._command(command, dot, variables, piped)
-        return result
-
-    def _command(
-        self, tokens: list[tuple[str, str]], dot: Any, variables: dict[str, Any], piped: list[Any]
-    ) -> Any:
-        if not tokens:
-            raise RenderError("empty command")
-        head_kind, head = tokens[0]
-        args = self._operands(tokens[1:] if head_kind == "ident" else tokens, dot, variables)
-        if head_kind == "ident" and head not in ("true", "false", "nil"):
-            if head not in self.funcs:
-                raise RenderError(f"function {head!r} is not supported by this renderer")
-            return self.funcs[head](*args, *piped)
-        if len(args) != 1 or piped:
-            raise RenderError(f"cannot apply {head!r} as a function")
-        return args[0]
-
-    def _operands(
-        self, tokens: list[tuple[str, str]], dot: Any, variables: dict[str, Any]
-    ) -> list[Any]:
-        values: list[Any] = []
-        index = 0
-        while index < len(tokens):
-            kind, text = tokens[index]
-            if (kind, text) == ("punct", "("):
-                depth, end = 1, index + 1
-                while depth:
-                    depth += {("punct", "("): 1, ("punct", ")"): -1}.get(tokens[end], 0)
-                    end += 1
-                values.append(self._pipeline(tokens[index + 1 : end - 1], dot, variables))
-                index = end
-                continue
-            if kind == "str":
-                values.append(json.loads(text))
-            elif kind == "num":
-                values.append(float(text) if "." in text else int(text))
-            elif kind == "ident":
-                values.append({"true": True, "false": False, "nil": None}[text])
-            elif kind == "field":
-                values.append(self._lookup(dot, text))
-            elif kind == "var":
-                name, _, path = text.partition(".")
-                if name not in variables:
-                    raise RenderError(f"undefined variable {name}")
-                values.append(self._lookup(variables[name], "." + path if path else "."))
-            else:
-                raise RenderError(f"unexpected {text!r}")
-            index += 1
-        return values
-
-    @staticmethod
-    def _lookup(value: Any, path: str) -> Any:
-        for part in path.split(".")[1:]:
-            if not part:
-                continue
-            if not isinstance(value, dict):
-                raise RenderError(f"cannot read {part!r} of {value!r} in {path}")
-            value = value.get(part)
-        return value
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def render_chart(**overrides: Any) -> list[dict[str, Any]]:
-    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
-    return Renderer.for_chart(CHART, _merge(values, overrides)).manifests()
+    """The chart's manifests from the real `helm template`, ``overrides`` merged over values.yaml
+    the way helm merges a values file (maps deeply, lists replaced)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return helm_template(overrides, tmp=Path(tmp))
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -378,50 +67,21 @@ def only(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one Deployment (one replica) or StatefulSet (several) that runs the daemon."""
+    found = [doc for doc in docs if doc["kind"] in ("Deployment", "StatefulSet")]
+    assert len(found) == 1, [doc["kind"] for doc in found]
+    return found[0]
+
+
+def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return dict(workload(docs)["spec"]["template"]["spec"])
+
+
 def container_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    containers = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    containers = pod_spec(docs)["containers"]
     assert len(containers) == 1
     return dict(containers[0])
-
-
-# --- the renderer itself -------------------------------------------------------------------------
-
-
-def _render_string(source: str, values: dict[str, Any]) -> str:
-    renderer = Renderer({"Values": values, "Release": {"Name": "r"}, "Chart": {"Name": "c"}})
-    renderer.add("t.yaml", source)
-    return renderer.render()["t.yaml"]
-
-
-def test_renderer_trims_whitespace_and_evaluates_pipelines() -> None:
-    """Trim markers, if/else, range over a map in key order, quote and nindent work like Go's."""
-    source = (
-        "a:\n  {{- if .Values.on }}\n  x: {{ .Values.n | quote }}\n  {{- else }}\n  x: no\n"
-        "  {{- end }}\nm:\n  {{- range $k, $v := .Values.m }}\n  {{ $k }}: {{ $v }}\n  {{- end }}\n"
-        "y: {{- .Values.m | toYaml | nindent 2 }}\n"
-    )
-    out = _render_string(source, {"on": True, "n": 5, "m": {"b": 2, "a": 1}})
-    assert out == 'a:\n  x: "5"\nm:\n  a: 1\n  b: 2\ny:\n  a: 1\n  b: 2\n'
-    assert "x: no" in _render_string(source, {"on": False, "n": 5, "m": {"b": 2, "a": 1}})
-
-
-def test_renderer_refuses_missing_values_and_unknown_functions() -> None:
-    """A typo in a values path or an unsupported function fails the render instead of passing."""
-    with pytest.raises(RenderError, match="does not exist"):
-        _render_string("{{ .Values.missing }}", {})
-    with pytest.raises(RenderError, match="not supported"):
-        _render_string("{{ .Values.x | upper }}", {"x": "a"})
-    with pytest.raises(RenderError, match="missing"):
-        _render_string("{{ if .Values.x }}open", {"x": "a"})
-
-
-def test_renderer_supports_define_include_default_and_printf() -> None:
-    """Named templates, default, printf, trunc and trimSuffix give the helper's usual results."""
-    source = (
-        '{{- define "n" -}}{{ printf "%s-%s" .Release.Name "chart" | trunc 7 | trimSuffix "-" }}'
-        '{{- end -}}\n{{ include "n" . }} {{ default "d" .Values.e }} {{ default "d" .Values.f }}'
-    )
-    assert _render_string(source, {"e": "", "f": "set"}) == "r-chart d set"
 
 
 # --- every file parses ---------------------------------------------------------------------------
@@ -454,26 +114,33 @@ def test_every_yaml_and_json_file_under_deploy_parses() -> None:
 
 
 def test_chart_renders_the_expected_manifests_by_default() -> None:
-    """Default values give a ServiceAccount, ConfigMap, Service and Deployment, and no Secret."""
+    """Default values give a ServiceAccount, ConfigMap, Service, Deployment, NetworkPolicy and
+    the token store's claim, and no Secret (the chart holds no secret value by default)."""
     docs = render_chart()
     assert sorted(doc["kind"] for doc in docs) == [
         "ConfigMap",
         "Deployment",
+        "NetworkPolicy",
+        "PersistentVolumeClaim",
         "Service",
         "ServiceAccount",
     ]
     names = {doc["metadata"]["name"] for doc in docs}
-    assert names == {"rel-cdr-publisher"}
-    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
-    notes = Renderer.for_chart(CHART, values).render()
-    assert "rel-cdr-publisher" in notes["NOTES.txt"]
+    assert names == {"rel-cdr-publisher", "rel-cdr-publisher-token"}
+    with tempfile.TemporaryDirectory() as tmp:
+        notes = helm_notes(tmp=Path(tmp))
+    assert "rel-cdr-publisher (one replica, Recreate)" in notes
 
 
 def test_deployment_runs_one_instance_replaced_with_recreate() -> None:
-    """Exactly once: one replica, Recreate strategy (never two pods with one transactional.id)."""
+    """One replica by default: a Deployment (as in earlier charts, so existing releases upgrade in
+    place) replaced with Recreate, never two pods at once, and no static group membership (its
+    pod names change with every pod)."""
     spec = only(render_chart(), "Deployment")["spec"]
     assert spec["replicas"] == 1
     assert spec["strategy"] == {"type": "Recreate"}
+    env = {e["name"] for e in spec["template"]["spec"]["containers"][0]["env"]}
+    assert "CDR_PUBLISHER_GROUP_INSTANCE_ID" not in env
 
 
 def test_deployment_probes_hit_healthz_and_readyz_on_the_http_port() -> None:
@@ -528,7 +195,7 @@ def test_settings_come_from_a_config_map_and_an_existing_secret() -> None:
 
 def test_chart_refuses_to_render_without_a_secret_name() -> None:
     """An empty existingSecret stops the render with a message naming the value."""
-    with pytest.raises(RenderError, match="existingSecret"):
+    with pytest.raises(HelmError, match="existingSecret"):
         render_chart(existingSecret="")
 
 
@@ -544,16 +211,14 @@ def test_config_map_values_are_settings_the_daemon_accepts(
     assert settings.kafka_bootstrap_servers == data["CDR_PUBLISHER_KAFKA_BOOTSTRAP_SERVERS"]
 
 
-def test_token_store_is_an_empty_dir_mounted_where_the_token_file_points() -> None:
-    """The refresh-token file lives on a writable volume mounted at its directory."""
-    docs = render_chart()
+def test_token_store_can_be_an_empty_dir_mounted_where_the_token_file_points() -> None:
+    """With type emptyDir, the refresh-token file lives on an emptyDir mounted at its directory."""
+    docs = render_chart(tokenStore={"type": "emptyDir"})
     container = container_of(docs)
     env = {e["name"]: e["value"] for e in container["env"]}
     token_dir = str(Path(env["CDR_PUBLISHER_WEBEX_REFRESH_TOKEN_FILE"]).parent)
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    volumes = {
-        v["name"]: v for v in only(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
-    }
+    volumes = {v["name"]: v for v in pod_spec(docs)["volumes"]}
     assert "emptyDir" in volumes[mounts[token_dir]]
 
 
@@ -561,12 +226,12 @@ def test_token_store_on_a_claim_the_chart_creates_or_an_existing_one() -> None:
     """type pvc renders a PersistentVolumeClaim and mounts it; existingClaim mounts that instead."""
     docs = render_chart(tokenStore={"type": "pvc"})
     claim = only(docs, "PersistentVolumeClaim")
-    volumes = only(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    volumes = pod_spec(docs)["volumes"]
     token = next(v for v in volumes if v["name"] == "token-store")
     assert token["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
     docs = render_chart(tokenStore={"type": "pvc", "existingClaim": "kept-token"})
     assert not by_kind(docs, "PersistentVolumeClaim")
-    volumes = only(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    volumes = pod_spec(docs)["volumes"]
     token = next(v for v in volumes if v["name"] == "token-store")
     assert token["persistentVolumeClaim"]["claimName"] == "kept-token"
 
@@ -588,9 +253,9 @@ def test_service_monitor_is_off_by_default_and_scrapes_metrics_when_on() -> None
 
 def test_changed_config_changes_the_pod_template() -> None:
     """A different ConfigMap changes the pod's checksum annotation, so the pod is replaced."""
-    first = only(render_chart(), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    first = workload(render_chart())["spec"]["template"]["metadata"]["annotations"]
     changed = render_chart(config={"CDR_PUBLISHER_ORG_ID": "other"})
-    second = only(changed, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    second = workload(changed)["spec"]["template"]["metadata"]["annotations"]
     assert first["checksum/config"] != second["checksum/config"]
 
 
@@ -771,6 +436,87 @@ def test_compose_publisher_env_is_settings_the_daemon_accepts(
     assert settings.webex_token is not None
     assert settings.webex_token.get_secret_value() == command[command.index("--token") + 1]
     assert settings.schema_registry_url.endswith("/apis/ccompat/v7")
+
+
+def _replicas() -> dict[str, Any]:
+    return dict(yaml.safe_load(COMPOSE_REPLICAS.read_text(encoding="utf-8")))
+
+
+REPLICA_NAMES = ["publisher-0", "publisher-1", "publisher-2"]
+PER_REPLICA = {"CDR_PUBLISHER_GROUP_INSTANCE_ID", "CDR_PUBLISHER_HTTP_PORT"}
+
+
+def test_compose_replicas_are_three_of_one_deployment_differing_only_in_identity() -> None:
+    """compose.replicas.yaml: three publishers, the same in everything but their static group
+    member id and HTTP port (distinct, and published by the kafka service that owns the shared
+    network namespace); compose.yaml's single publisher is moved to a profile."""
+    services = _replicas()["services"]
+    assert [name for name in services if name.startswith("publisher-")] == REPLICA_NAMES
+    replicas = [services[name] for name in REPLICA_NAMES]
+
+    def shared(service: dict[str, Any]) -> dict[str, Any]:
+        env = {k: v for k, v in service["environment"].items() if k not in PER_REPLICA}
+        return {**service, "environment": env}
+
+    assert shared(replicas[0]) == shared(replicas[1]) == shared(replicas[2])
+    for name in PER_REPLICA:
+        values = [service["environment"][name] for service in replicas]
+        assert len(set(values)) == 3, name
+    ports = {int(service["environment"]["CDR_PUBLISHER_HTTP_PORT"]) for service in replicas}
+    published = _compose()["services"]["kafka"]["ports"] + services["kafka"]["ports"]
+    assert ports <= {int(port.rsplit(":", 1)[1]) for port in published}
+    assert services["publisher"] == {"profiles": ["single"]}
+    for service in replicas:
+        assert service["network_mode"] == "service:kafka"
+        assert service["read_only"] is True
+        assert service["cap_drop"] == ["ALL"]
+        for name in ("kafka", "registry", "simulator"):
+            assert service["depends_on"][name]["condition"] == "service_healthy"
+
+
+def test_compose_replicas_share_the_catalogue_the_simulator_writes() -> None:
+    """The replicas run `run --config` with the orgs.toml that the simulator's --write-orgs puts
+    in the volume they all mount, with the simulator's token files beside it."""
+    services = _replicas()["services"]
+    simulator = services["simulator"]
+    command = [_interpolate(part) for part in simulator["command"]]
+    assert int(command[command.index("--orgs") + 1]) == 3
+    written = Path(command[command.index("--write-orgs") + 1])
+    assert "orgs.toml" in " ".join(simulator["healthcheck"]["test"])
+    for name in REPLICA_NAMES:
+        service = services[name]
+        assert service["command"][:2] == ["run", "--config"]
+        assert Path(service["command"][2]) == written / "orgs.toml"
+        (volume,) = service["volumes"]
+        assert volume in simulator["volumes"]
+        assert written.is_relative_to(volume.split(":")[1])
+    assert set(_replicas()["volumes"]) >= {v.split(":")[0] for v in simulator["volumes"]}
+
+
+def test_compose_replica_env_and_a_catalogue_build_valid_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Each replica's variables are settings; with a catalogue like the simulator's they build
+    valid Settings (no single-org setting to clash with [[orgs]]), in the group, with their id."""
+    services = _replicas()["services"]
+    catalogue = tmp_path / "orgs.toml"
+    catalogue.write_text(
+        '[[orgs]]\nid = "org-1"\ntoken_file = "/var/lib/cdr-publisher/catalogue/org-1.token"\n',
+        encoding="utf-8",
+    )
+    _clear_settings_env(monkeypatch)
+    for name in REPLICA_NAMES:
+        env = services[name]["environment"]
+        assert set(env) <= SETTING_ENV_NAMES, set(env) - SETTING_ENV_NAMES
+        with monkeypatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, _interpolate(str(value)))
+            settings = load_settings(catalogue)
+        assert settings.coordination == "group"
+        assert settings.group_instance_id == name
+        assert [org.id for org in settings.orgs] == ["org-1"]
+        assert settings.state_partitions >= len(REPLICA_NAMES)
+        assert settings.admin_token is None
 
 
 # --- Dockerfile ---------------------------------------------------------------------------------
