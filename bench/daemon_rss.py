@@ -87,6 +87,8 @@ def run_daemon(
                 "CDR_PUBLISHER_TOPIC_PARTITIONS": "3",
                 "CDR_PUBLISHER_TOPIC_REPLICATION_FACTOR": "1",
                 "CDR_PUBLISHER_DEDUP_HORIZON_HOURS": str(HORIZON_HOURS),
+                # A 12 h horizon is legal only without the overlap (horizon >= 12 h + overlap).
+                "CDR_PUBLISHER_OVERLAP_SECONDS": "0",
                 "CDR_PUBLISHER_POLL_INTERVAL_SECONDS": str(POLL_S),
                 "CDR_PUBLISHER_HTTP_PORT": str(port),
                 "CDR_PUBLISHER_LOG_LEVEL": "WARNING",

@@ -18,7 +18,10 @@ SPAN = timedelta(hours=1)
 
 def run_replay(settings: Settings, records: int) -> Timing:
     """Replay about ``records`` records (one hour of traffic at the matching call rate)."""
+    from publisher.health import Health  # noqa: PLC0415
     from publisher.replay import ReplayJob, ReplayMode, ReplayRequest  # noqa: PLC0415 - optional
+    from publisher.runtime import Runtime  # noqa: PLC0415
+    from publisher.state.memory import OrgState  # noqa: PLC0415
 
     config = SimulatorConfig(
         seed=31,
@@ -44,7 +47,8 @@ def run_replay(settings: Settings, records: int) -> Timing:
             mode=ReplayMode.REPUBLISH,
             widen=timedelta(0),
         )
-        job = ReplayJob(replay_settings, request)
+        org = OrgState(replay_settings.deployment_id, replay_settings.org_id)
+        job = ReplayJob(Runtime(replay_settings, health=Health()), org, request)
         wall0, cpu0 = time.perf_counter(), time.process_time()
         status = job.run()
         wall1, cpu1 = time.perf_counter(), time.process_time()

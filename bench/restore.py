@@ -18,7 +18,9 @@ from pathlib import Path
 import orjson
 
 from bench.figures import vmrss_bytes
-from publisher.kafka.state import JobState, apply_records, read_topic
+from publisher.kafka.state import read_state
+from publisher.state.codec import fold
+from publisher.state.memory import OrgState
 
 
 def rss() -> int:
@@ -34,7 +36,8 @@ def _trim() -> None:
 
 
 def main(argv: list[str]) -> int:
-    bootstrap, topic, org, oldest_hour = argv[0], argv[1], argv[2], int(argv[3])
+    bootstrap, topic, deployment, org = argv[0], argv[1], argv[2], argv[3]
+    oldest_hour = int(argv[4])
     config = {
         "bootstrap.servers": bootstrap,
         "enable.auto.commit": False,
@@ -46,10 +49,10 @@ def main(argv: list[str]) -> int:
     _trim()
     before = rss()
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    records = read_topic(config, topic)
+    records = read_state(config, topic)
     wall1, cpu1 = time.perf_counter(), time.process_time()
-    state = JobState(org=org, job="live")
-    apply_records(state, records, oldest_hour=oldest_hour)
+    state = OrgState(deployment, org)
+    state.load(fold(records, deployment=deployment, orgs=[org])[org], oldest_hour=oldest_hour)
     wall2, cpu2 = time.perf_counter(), time.process_time()
     count = len(records)
     del records
@@ -59,7 +62,7 @@ def main(argv: list[str]) -> int:
     print(
         orjson.dumps(
             {
-                "marks": len(state.marks),
+                "marks": state.mark_count,
                 "records": count,
                 "read_s": wall1 - wall0,
                 "apply_s": wall2 - wall1,
@@ -67,7 +70,7 @@ def main(argv: list[str]) -> int:
                 "cpu_s": (cpu1 - cpu0) + (cpu2 - cpu1),
                 "rss_before": before,
                 "rss_after": after,
-                "table_bytes": state.marks.memory_bytes(),
+                "table_bytes": state.table("live").memory_bytes(),
             }
         ).decode()
     )

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
 from publisher.errors import StackError
 from tests.integration.cluster import USED_CLUSTERS, Cluster, cluster
+from tests.integration.published import Published
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +48,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.path):
             item.add_marker(pytest.mark.integration)
+
+
+LOG_TAIL_BYTES = 6000
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None] | pytest.TestReport:
+    """A failing test shows the end of every log its daemons wrote under its tmp_path: a CI
+    failure such as a daemon that exited mid-test must explain itself from the CI output alone."""
+    report: pytest.TestReport = yield
+    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+    if report.failed and tmp_path is not None:
+        for log in sorted(Path(tmp_path).rglob("*.log")):
+            data = log.read_bytes()[-LOG_TAIL_BYTES:]
+            report.sections.append((f"tail of {log.name}", data.decode("utf-8", "replace")))
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -98,3 +118,14 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def published(
+    bootstrap_servers: str, registry_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Published:
+    """A topic the real daemon published once for the session (see tests/integration/published)."""
+    from tests.integration.published import publish_once
+
+    log = tmp_path_factory.mktemp("published") / "daemon.log"
+    return publish_once(bootstrap_servers, registry_url, f"t.published.{uuid.uuid4().hex[:8]}", log)

@@ -13,8 +13,13 @@ from pathlib import Path
 from confluent_kafka import Message
 
 from publisher.events import unframe
-from publisher.kafka.state import Cursor, cursor_key
+from publisher.settings import Settings, load_settings
+from publisher.state.codec import Cursor, cursor_key
 from tests.integration.kafka_helpers import read_all
+
+# The daemons and CLIs the tests start share this admin token (the /replays routes need one).
+ADMIN_TOKEN = "integration-admin-token-0123456789"
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @dataclass
@@ -27,6 +32,8 @@ class DaemonEnv:
     prefix: str
     org_id: str = "org-test"
     extra: dict[str, str] = field(default_factory=dict)
+    config: Path | None = None
+    """A TOML file given with --config (an [[orgs]] catalogue: no single-org settings then)."""
 
     @property
     def events_topic(self) -> str:
@@ -60,17 +67,25 @@ class DaemonEnv:
                 "CDR_PUBLISHER_WEBEX_PAGE_REQUESTS_PER_MINUTE": "6000",
                 "CDR_PUBLISHER_WEBEX_PAGE_SIZE": "500",
                 "CDR_PUBLISHER_HTTP_PORT": "0",
+                "CDR_PUBLISHER_ADMIN_TOKEN": ADMIN_TOKEN,
                 "CDR_PUBLISHER_LOG_LEVEL": "INFO",
             }
         )
+        if self.config is not None:
+            del env["CDR_PUBLISHER_WEBEX_TOKEN"], env["CDR_PUBLISHER_ORG_ID"]
         env.update(self.extra)
         return env
+
+    def command(self, *args: str) -> list[str]:
+        """``python -m publisher <args>``, with --config when the deployment has one."""
+        config = ["--config", str(self.config)] if self.config is not None else []
+        return [sys.executable, "-m", "publisher", *args, *config]
 
     def start(self, log: Path) -> subprocess.Popen[bytes]:
         out = log.open("ab")
         try:
             return subprocess.Popen(
-                [sys.executable, "-m", "publisher", "run"],
+                self.command("run"),
                 env=self.environ(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -86,8 +101,8 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
     return proc.wait(timeout=timeout)
 
 
-def cursor_of(env: DaemonEnv) -> Cursor | None:
-    key = cursor_key(env.org_id, "live")
+def cursor_of(env: DaemonEnv, org_id: str | None = None) -> Cursor | None:
+    key = cursor_key(env.prefix, org_id or env.org_id)
     found = None
     for msg in read_all(env.bootstrap_servers, env.state_topic):
         if msg.key() == key and msg.value() is not None:
@@ -131,3 +146,19 @@ def events_by_report_id(env: DaemonEnv) -> dict[str, list[Message]]:
         _schema_id, event = unframe(msg.value())
         found.setdefault(event["event_id"], []).append(msg)
     return found
+
+
+def in_process_settings(bootstrap_servers: str, registry_url: str, prefix: str) -> Settings:
+    """Settings of a deployment under test for code run in the test's own process, with the
+    topics and deployment id a :class:`DaemonEnv` of ``prefix`` uses."""
+    return load_settings(
+        kafka_bootstrap_servers=bootstrap_servers,
+        schema_registry_url=registry_url,
+        webex_token="sim-token",
+        org_id="org-test",
+        deployment_id=prefix,
+        events_topic=f"{prefix}.events",
+        state_topic=f"{prefix}.state",
+        dlq_topic=f"{prefix}.dlq",
+        topic_replication_factor=1,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
@@ -17,6 +17,22 @@ def create_topic(
     )
     for future in futures.values():
         future.result(timeout=30)
+
+
+_SETTLING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE}
+
+
+def _high_watermark(consumer: Consumer, tp: TopicPartition, timeout: float = 30.0) -> int:
+    """The partition's high watermark. A topic the daemon has just created (or a broker busy
+    with many of them) answers "not leader" for a moment: that is retried, anything else is not."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(tp, timeout=10)[1])
+        except KafkaException as exc:
+            if exc.args[0].code() not in _SETTLING or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def read_all(
@@ -41,8 +57,7 @@ def read_all(
         partitions = list(meta.topics[topic].partitions)
         ends: dict[int, int] = {}
         for p in partitions:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            ends[p] = high
+            ends[p] = _high_watermark(consumer, TopicPartition(topic, p))
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         messages: list[Message] = []
         done = {p for p, high in ends.items() if high == 0}

@@ -208,10 +208,18 @@ def test_corrupt_record_goes_to_the_dlq_and_its_neighbours_are_published(
 def test_a_second_instance_fences_the_first(
     bootstrap_servers: str, registry_url: str, unique_name: str, tmp_path: Path
 ) -> None:
-    """Two daemons of one deployment and org: the newer one's init_transactions fences the older,
-    which stops with exit code 3 and a one-line reason, no traceback; the newer one carries on."""
+    """Two daemons of one deployment and org, outside a consumer group (COORDINATION=none): the
+    newer one's init_transactions fences the older, which stops with exit code 3 and a one-line
+    reason, no traceback; the newer one carries on. (Replicas of a group share slots instead:
+    tests/integration/test_replicas.py.)"""
     with _simulator(Faults(), seed=14) as sim:
-        env = DaemonEnv(bootstrap_servers, registry_url, sim.base_url, prefix=unique_name)
+        env = DaemonEnv(
+            bootstrap_servers,
+            registry_url,
+            sim.base_url,
+            prefix=unique_name,
+            extra={"CDR_PUBLISHER_COORDINATION": "none"},
+        )
         first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
         first = env.start(first_log)
         second = None

@@ -143,7 +143,13 @@ def _caught_up_target() -> float:
 def _value(
     samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
 ) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    """The sum of ``name``'s samples whose labels include ``labels`` (e.g. over every org)."""
+    wanted = set(labels.items())
+    return sum(
+        value
+        for (sample, sample_labels), value in samples.items()
+        if sample == name and wanted <= set(sample_labels)
+    )
 
 
 # --- a: the figures against what was published -----------------------------------------------

@@ -27,12 +27,12 @@ from confluent_kafka.admin import AdminClient
 from publisher.batch import Topics, build_batch
 from publisher.dedup import MarkTable
 from publisher.events import EventEncoder, Source, unframe
-from publisher.kafka.state import replay_key
 from publisher.registry import ensure_event_schema
 from publisher.simulator.faults import Faults
 from publisher.simulator.server import Simulator, SimulatorConfig
+from publisher.state.codec import replay_key
 from publisher.webex.record import parse_page
-from tests.integration.daemon_helpers import DaemonEnv, stop, wait_for_cursor
+from tests.integration.daemon_helpers import ADMIN_AUTH, DaemonEnv, stop, wait_for_cursor
 from tests.integration.kafka_helpers import create_topic, read_all
 
 HISTORY_HOURS = 80.0
@@ -128,6 +128,9 @@ def _publish_directly(env: DaemonEnv, records: list[dict[str, Any]]) -> set[str]
     )
     assert batch.published == len(page.records)
     producer = Producer({"bootstrap.servers": env.bootstrap_servers})
+    events = batch.events
+    for key, value in zip(events.keys, events.values, strict=True):
+        producer.produce(events.topic, value=value, key=key, headers=events.headers)
     for record in batch.records:
         producer.produce(record.topic, value=record.value, key=record.key, headers=record.headers)
     assert producer.flush(30) == 0
@@ -200,7 +203,7 @@ def test_replay_killed_midway_resumes_with_no_duplicate_and_no_gap(
     saved = [
         json.loads(m.value())
         for m in read_all(env.bootstrap_servers, env.state_topic)
-        if m.key() == replay_key("killme")
+        if m.key() == replay_key(env.prefix, env.org_id, "killme")
     ]
     assert saved, "no progress was committed before the kill"
     assert 1 <= saved[-1]["windows_done"] < 4
@@ -219,7 +222,7 @@ def test_replay_killed_midway_resumes_with_no_duplicate_and_no_gap(
 
 
 def test_dry_run_publishes_nothing_and_its_counts_match_the_real_runs(
-    env: DaemonEnv, sim: Simulator, admin: AdminClient, unique_name: str
+    env: DaemonEnv, sim: Simulator, admin: AdminClient
 ) -> None:
     """--dry-run counts per mode; fill-gaps and republish then publish exactly those counts,
     republish with the replay id as header and event field."""
@@ -241,7 +244,7 @@ def test_dry_run_publishes_nothing_and_its_counts_match_the_real_runs(
     assert code == 0, stderr
     assert filled["published"] == would["fill-gaps"]
 
-    target = f"{unique_name}.again"
+    target = f"{env.events_topic}.replay.again"
     code, again, stderr = _replay(
         env, start, end, "--id", "again", "--mode", "republish", "--topic", target
     )
@@ -255,11 +258,11 @@ def test_dry_run_publishes_nothing_and_its_counts_match_the_real_runs(
 
 
 def test_replayed_old_records_survive_a_topic_with_short_retention(
-    env: DaemonEnv, sim: Simulator, admin: AdminClient, unique_name: str
+    env: DaemonEnv, sim: Simulator, admin: AdminClient
 ) -> None:
     """Records of days ago replayed into a topic with retention.ms=60000 are all there, stamped
     with their produce time (CreateTime), not the call's time, so retention does not drop them."""
-    target = f"{unique_name}.short"
+    target = f"{env.events_topic}.replay.short"
     create_topic(admin, target, partitions=3, config={"retention.ms": "60000"})
     start, end = _span(hours_ago=72, hours=4)
     before_ms = int(time.time() * 1000)
@@ -338,7 +341,9 @@ def test_replay_beside_the_live_daemon_shares_the_rate_limit(
             assert status["status"] == "done"
             after = wait_for_cursor(env, caught_up.position.timestamp() + 1, 60, daemon, log)
             assert after.position > caught_up.position
-            listed = requests.get(f"http://127.0.0.1:{port}/replays/beside", timeout=5).json()
+            listed = requests.get(
+                f"http://127.0.0.1:{port}/replays/beside", headers=ADMIN_AUTH, timeout=5
+            ).json()
             assert listed["status"] == "done"
             assert sim.stats()["429"] == 0
         finally:
@@ -364,11 +369,15 @@ def test_replay_in_a_daemon_resumes_when_the_daemon_restarts(
         wait_for_cursor(env, 0, 60, daemon, log)  # up and publishing
         sim.set_faults(Faults(slow=1.0, slow_seconds=1.0))
         body = {"id": "inside", "start": _iso(start), "end": _iso(end)}
-        posted = requests.post(f"http://127.0.0.1:{port}/replays", json=body, timeout=10)
+        posted = requests.post(
+            f"http://127.0.0.1:{port}/replays", json=body, headers=ADMIN_AUTH, timeout=10
+        )
         assert posted.status_code == 202, posted.text
         deadline = time.monotonic() + 60
         while True:
-            status = requests.get(f"http://127.0.0.1:{port}/replays/inside", timeout=10).json()
+            status = requests.get(
+                f"http://127.0.0.1:{port}/replays/inside", headers=ADMIN_AUTH, timeout=10
+            ).json()
             if status["windows_done"] >= 1:
                 break
             assert time.monotonic() < deadline, status
@@ -380,7 +389,9 @@ def test_replay_in_a_daemon_resumes_when_the_daemon_restarts(
         deadline = time.monotonic() + 90
         while True:
             try:
-                status = requests.get(f"http://127.0.0.1:{port}/replays/inside", timeout=10).json()
+                status = requests.get(
+                    f"http://127.0.0.1:{port}/replays/inside", headers=ADMIN_AUTH, timeout=10
+                ).json()
             except requests.RequestException:
                 status = {}
             if status.get("status") == "done":
