@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-import jsonschema_rs
 import msgspec
 import orjson
 
@@ -134,13 +133,23 @@ class EventEncoder:
         max_message_bytes: int = DEFAULT_MESSAGE_MAX_BYTES,
     ) -> None:
         self._prefix = struct.pack(">bI", MAGIC_BYTE, schema_id)
-        self._validator = jsonschema_rs.validator_for(schema or event_schema())
+        self._schema = schema
+        self._validator: Any = None
         self.max_message_bytes = max_message_bytes
 
     def encode(self, event: dict[str, Any]) -> bytes:
         """An event dict, validated once with the compiled schema, framed."""
-        if not self._validator.is_valid(event):
-            first = next(iter(self._validator.iter_errors(event)))
+        validator = self._validator
+        if validator is None:
+            # Compiled on first use: only the few records the reference parser reads come here,
+            # and a process that never sees one keeps jsonschema-rs (about 6 MB) unloaded.
+            import jsonschema_rs  # noqa: PLC0415
+
+            validator = self._validator = jsonschema_rs.validator_for(
+                self._schema or event_schema()
+            )
+        if not validator.is_valid(event):
+            first = next(iter(validator.iter_errors(event)))
             raise InvalidEventError(
                 f"event fails the schema at {first.instance_path}: {first.message}"
             )

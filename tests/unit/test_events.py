@@ -99,3 +99,16 @@ def test_batch_drops_duplicates_and_routes_rejects_to_the_dlq() -> None:
     reason = dict(dlq[0].headers or [])["dlq_reason"]
     assert b"duration" in reason
     assert mark_of("bad-1") in batch.marks
+
+
+def test_the_reference_path_still_validates_with_its_lazily_compiled_validator() -> None:
+    """The validator is compiled on the first event that needs it, not at start-up; an event
+    that breaks the schema is refused all the same, naming where."""
+    from publisher.events import InvalidEventError
+
+    encoder = EventEncoder(3)
+    event = build_event(_cdr(_samples()[0]), org_id="org-1", source=SOURCE, replay_id=None)
+    assert unframe(encoder.encode(event))[0] == 3
+    event["schema_version"] = "one"
+    with pytest.raises(InvalidEventError, match="schema_version"):
+        encoder.encode(event)
