@@ -13,15 +13,9 @@ import json
 import logging
 from typing import Any
 
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-
-# The registry client runs on httpx or its fork httpx2, whichever this Python gets; its compat
-# module names the one in use, so transport errors are caught whichever it is.
-from confluent_kafka.schema_registry.common._httpx_compat import httpx
-from confluent_kafka.schema_registry.error import SchemaRegistryError
-
 from publisher.errors import SchemaError, SchemaRegistryUnavailableError
 from publisher.event_schema import backward_incompatibilities, schema_text
+from publisher.registry_http import RegistryHttp, RegistryRefusedError, RegistryUnreachableError
 
 log = logging.getLogger("publisher.registry")
 
@@ -54,56 +48,57 @@ def ensure_event_schema(
     subject = subject_for(topic)
     action = "find"
     try:
-        with SchemaRegistryClient(registry_config) as client:
+        with RegistryHttp(registry_config) as client:
             if not auto_register:
-                return int(
-                    client.lookup_schema(subject, Schema(text, schema_type="JSON")).schema_id
-                )
+                return _registered(client, subject, text)
             action = "register"
             managed = compatibility.upper() != UNMANAGED
             if managed:
                 _set_compatibility(client, subject, compatibility.upper())
-            known = _lookup(client, subject, text)
+            known = client.lookup_schema(subject, text)
             if known is not None:
                 return known
-            if managed and not _compatible(client, subject, text):
+            if managed and not client.test_compatibility(subject, text):
                 raise SchemaError(_refusal(client, subject, text, compatibility.upper()))
-            return int(client.register_schema(subject, Schema(text, schema_type="JSON")))
-    except SchemaRegistryError as exc:
-        if exc.http_status_code == 409:
+            return client.register_schema(subject, text)
+    except RegistryRefusedError as exc:
+        if exc.status == 409:
             raise SchemaError(
                 f"schema registry refused to register the event schema under {subject!r}: it is "
-                f"not compatible with the registered versions ({exc.error_message})"
+                f"not compatible with the registered versions ({exc.message})"
             ) from exc
         raise SchemaError(
             f"schema registry refused to {action} the event schema under {subject!r}: "
-            f"{exc.error_message} (HTTP {exc.http_status_code}, code {exc.error_code})"
+            f"{exc.message} (HTTP {exc.status}, code {exc.code})"
         ) from exc
-    except httpx.HTTPError as exc:
+    except RegistryUnreachableError as exc:
         raise SchemaRegistryUnavailableError(f"schema registry unreachable: {exc}") from exc
 
 
-def _set_compatibility(client: SchemaRegistryClient, subject: str, level: str) -> None:
+def _registered(client: RegistryHttp, subject: str, text: str) -> int:
+    """The id of exactly this schema, which the operator registered (auto-register off)."""
+    found = client.lookup_schema(subject, text)
+    if found is None:
+        raise RegistryRefusedError(404, 40403, "the exact event schema is not registered")
+    return found
+
+
+def _set_compatibility(client: RegistryHttp, subject: str, level: str) -> None:
     """Make the subject's compatibility ``level``. Several jobs of one process (the live stream,
     replays) may do this at once: Apicurio then answers the second writer's PUT with 409 ("A rule
     named 'COMPATIBILITY' already exists"), so a 409 is answered by reading the level again."""
     for attempt in range(3):
-        try:
-            current: str | None = client.get_compatibility(subject)
-        except SchemaRegistryError as exc:
-            if exc.http_status_code != 404:
-                raise
-            current = None
+        current = client.get_compatibility(subject)
         if current == level:
             return
         try:
             client.set_compatibility(subject, level)
-        except SchemaRegistryError as exc:
-            if exc.http_status_code == 409 and attempt < 2:
+        except RegistryRefusedError as exc:
+            if exc.status == 409 and attempt < 2:
                 continue  # another writer created the rule between our read and our write
             raise SchemaError(
                 f"schema registry refused to set compatibility {level} on {subject!r}: "
-                f"{exc.error_message} (HTTP {exc.http_status_code})"
+                f"{exc.message} (HTTP {exc.status})"
             ) from exc
         log.info(
             "subject compatibility set",
@@ -112,37 +107,16 @@ def _set_compatibility(client: SchemaRegistryClient, subject: str, level: str) -
         return
 
 
-def _lookup(client: SchemaRegistryClient, subject: str, text: str) -> int | None:
-    """The id of exactly this schema under the subject, or None when it is not registered."""
-    try:
-        registered = client.lookup_schema(subject, Schema(text, schema_type="JSON"))
-    except SchemaRegistryError as exc:
-        if exc.http_status_code == 404:
-            return None
-        raise
-    return int(registered.schema_id) if registered.schema_id is not None else None
-
-
-def _compatible(client: SchemaRegistryClient, subject: str, text: str) -> bool:
-    try:
-        return bool(client.test_compatibility(subject, Schema(text, schema_type="JSON")))
-    except SchemaRegistryError as exc:
-        # Confluent answers 404 for a subject with no version yet; Apicurio answers compatible.
-        if exc.http_status_code == 404:
-            return True
-        raise
-
-
-def _refusal(client: SchemaRegistryClient, subject: str, text: str, level: str) -> str:
+def _refusal(client: RegistryHttp, subject: str, text: str, level: str) -> str:
     """One line: what the registry refused and, as a hint, what our own checker sees."""
     message = (
         f"schema registry refuses the event schema as a new version of {subject!r} under "
         f"compatibility {level}"
     )
     try:
-        latest = json.loads(client.get_latest_version(subject).schema.schema_str or "{}")
+        latest = json.loads(client.latest_schema_text(subject) or "{}")
         problems = backward_incompatibilities(latest, json.loads(text))
-    except (SchemaRegistryError, ValueError):
+    except (RegistryRefusedError, RegistryUnreachableError, ValueError):
         problems = []
     if problems:
         message += f" (e.g. {'; '.join(problems[:3])})"
@@ -153,12 +127,11 @@ def fetch_schema(registry_config: dict[str, Any], schema_id: int) -> dict[str, A
     """The registered schema with this id. Raises SchemaError (unknown id) or
     SchemaRegistryUnavailableError."""
     try:
-        with SchemaRegistryClient(registry_config) as client:
-            return dict(json.loads(client.get_schema(schema_id).schema_str or "{}"))
-    except SchemaRegistryError as exc:
+        with RegistryHttp(registry_config) as client:
+            return dict(json.loads(client.schema_text(schema_id) or "{}"))
+    except RegistryRefusedError as exc:
         raise SchemaError(
-            f"schema registry: schema id {schema_id}: {exc.error_message} "
-            f"(HTTP {exc.http_status_code})"
+            f"schema registry: schema id {schema_id}: {exc.message} (HTTP {exc.status})"
         ) from exc
-    except httpx.HTTPError as exc:
+    except RegistryUnreachableError as exc:
         raise SchemaRegistryUnavailableError(f"schema registry unreachable: {exc}") from exc

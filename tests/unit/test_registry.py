@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from publisher.errors import SchemaError
 from publisher.registry import _set_compatibility
+from publisher.registry_http import RegistryRefusedError
 
 
 class RacingRegistry:
@@ -20,7 +20,7 @@ class RacingRegistry:
         self.conflicts = conflicts
         self.puts = 0
 
-    def get_compatibility(self, _subject: str) -> str:
+    def get_compatibility(self, _subject: str) -> str | None:
         return self.level
 
     def set_compatibility(self, _subject: str, level: str) -> Any:
@@ -28,7 +28,7 @@ class RacingRegistry:
         if self.conflicts:
             self.conflicts -= 1
             self.level = level  # the other writer's PUT landed first
-            raise SchemaRegistryError(409, 409, "A rule named 'COMPATIBILITY' already exists.")
+            raise RegistryRefusedError(409, 409, "A rule named 'COMPATIBILITY' already exists.")
         self.level = level
         return {"compatibility": level}
 
@@ -50,7 +50,7 @@ def test_a_registry_that_keeps_refusing_stops_with_one_line() -> None:
     class Refusing(RacingRegistry):
         def set_compatibility(self, _subject: str, _level: str) -> Any:
             self.puts += 1
-            raise SchemaRegistryError(409, 409, "A rule named 'COMPATIBILITY' already exists.")
+            raise RegistryRefusedError(409, 409, "A rule named 'COMPATIBILITY' already exists.")
 
     registry = Refusing(conflicts=0)
 
