@@ -323,6 +323,13 @@ def test_no_secret_in_logs_errors_metrics_or_config(
         )
         with _daemon(env, tmp_path / "good.log") as running:
             running.wait_until("ready", lambda: running.readyz()[0] == 200, timeout=180)
+            # Ready can come before the first Webex reply, whose line is the DEBUG one checked
+            # below: the test raced it (lost once start-up got faster), so wait for a page.
+            running.wait_until(
+                "first events published",
+                lambda: _value(running.metrics(), "cdr_publisher_records_published_total") > 0,
+                timeout=180,
+            )
             shown["metrics"] = running.metrics_text()
             shown["readyz"] = running.get("/readyz")[1].decode()
             shown["healthz"] = running.get("/healthz")[1].decode()
