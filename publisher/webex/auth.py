@@ -18,7 +18,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -34,6 +34,31 @@ log = logging.getLogger("publisher.webex")
 
 # A token endpoint reply is a few hundred bytes; anything near this is not one.
 _MAX_TOKEN_REPLY_BYTES = 64 * 1024
+
+
+def send_checked(
+    session: requests.Session, prepared: requests.PreparedRequest, *, timeout: float
+) -> tuple[int, Mapping[str, str], bytes]:
+    """Send a request whose prepared URL was checked (``urls.check_prepared``) as it is: no
+    redirect (it would carry the secrets to another host), the environment's proxies and CA,
+    and a reply read up to :data:`_MAX_TOKEN_REPLY_BYTES` (a token reply is a few hundred
+    bytes). Returns (status, headers, body)."""
+    env = session.merge_environment_settings(prepared.url, {}, None, None, None)
+    with session.send(
+        prepared,
+        timeout=timeout,
+        stream=True,
+        allow_redirects=False,
+        proxies=env["proxies"],
+        verify=env["verify"],
+        cert=env["cert"],
+    ) as response:
+        body = b""
+        for chunk in response.iter_content(16 * 1024):
+            body += chunk
+            if len(body) > _MAX_TOKEN_REPLY_BYTES:
+                break
+        return response.status_code, response.headers, body
 
 
 class TokenProvider(Protocol):
@@ -255,22 +280,8 @@ class OAuthTokens:
         except urls.UrlRefusedError as exc:
             metrics.REFUSED_URLS.labels(source="token_endpoint", reason=exc.reason).inc()
             raise ConfigError(f"webex_token_url refused: {exc.message}") from None
-        env = session.merge_environment_settings(prepared.url, {}, None, None, None)
-        with session.send(
-            prepared,
-            timeout=self._timeout,
-            stream=True,
-            allow_redirects=False,
-            proxies=env["proxies"],
-            verify=env["verify"],
-            cert=env["cert"],
-        ) as response:
-            body = b""
-            for chunk in response.iter_content(16 * 1024):
-                body += chunk
-                if len(body) > _MAX_TOKEN_REPLY_BYTES:
-                    break
-            return response.status_code, body
+        status, _headers, body = send_checked(session, prepared, timeout=self._timeout)
+        return status, body
 
     def __repr__(self) -> str:
         return f"OAuthTokens(client_id={self._client_id!r}, <secrets redacted>)"

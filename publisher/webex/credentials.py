@@ -53,14 +53,18 @@ from publisher.errors import (
 from publisher.orgs import Catalogue, Org, ServiceAppEntry, api_base_url
 from publisher.settings import Settings
 from publisher.webex import urls
-from publisher.webex.auth import OAuthTokens, StaticToken, TokenProvider, write_secret_file
+from publisher.webex.auth import (
+    OAuthTokens,
+    StaticToken,
+    TokenProvider,
+    send_checked,
+    write_secret_file,
+)
 
 log = logging.getLogger("publisher.webex")
 
 Wallclock = Callable[[], float]
 
-# A token endpoint reply is a few hundred bytes; anything near this is not one.
-_MAX_REPLY_BYTES = 64 * 1024
 # A bearer token is one header value: printable ASCII without spaces (RFC 6750 b64token and more).
 _TOKEN_SHAPE = re.compile(r"[\x21-\x7e]+")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:=+-]{0,200}")
@@ -512,31 +516,12 @@ class ServiceApp:
             urls.check_prepared(prepared.url, self._origin)
         except urls.UrlRefusedError as exc:
             raise ConfigError(f"service_app.api_url refused: {exc.message}") from None
-        env = session.merge_environment_settings(prepared.url, {}, None, None, None)
-        with session.send(
-            prepared,
-            timeout=self._timeout,
-            stream=True,
-            allow_redirects=False,  # a redirect would carry the secrets to another host
-            proxies=env["proxies"],
-            verify=env["verify"],
-            cert=env["cert"],
-        ) as response:
-            body = b""
-            for chunk in response.iter_content(16 * 1024):
-                body += chunk
-                if len(body) > _MAX_REPLY_BYTES:
-                    break
-            try:
-                data = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                data = {}
-            return _Reply(
-                response.status_code,
-                response.headers,
-                data if isinstance(data, dict) else {},
-                body,
-            )
+        status, reply_headers, body = send_checked(session, prepared, timeout=self._timeout)
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = {}
+        return _Reply(status, reply_headers, data if isinstance(data, dict) else {}, body)
 
     def __repr__(self) -> str:
         return f"ServiceApp(application_id={self.application_id!r}, <secrets redacted>)"
