@@ -13,10 +13,15 @@ help:
 	@echo "make test    - lint, type check, unit and integration tests against a real local stack"
 	@echo "make bench   - throughput, memory, fleet and failover benchmarks (make bench-quick: short)"
 
-$(STAMP): pyproject.toml
+# native/ is the compiled page reader (Rust, built by maturin through pip; about a minute the first
+# time). The daemon works without it, slower; the tests insist on it, so that CI measures and
+# checks the path users run.
+$(STAMP): pyproject.toml native/Cargo.toml native/Cargo.lock native/src/lib.rs native/cdr_publisher_native.pyi
+	@command -v cargo >/dev/null 2>&1 || { echo "cargo is missing: the compiled page reader needs a Rust toolchain (https://rustup.rs)" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q ./native
 	touch $(STAMP)
 
 venv: $(STAMP)

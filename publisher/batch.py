@@ -28,6 +28,7 @@ from publisher.events import (
     event_key,
 )
 from publisher.kafka.sink import EventColumns, OutRecord
+from publisher.webex import native
 from publisher.webex.fields import KNOWN_ENUM_VALUES
 from publisher.webex.page import Rows
 from publisher.webex.record import Cdr, ParsedPage, RejectedRecord
@@ -38,6 +39,7 @@ _ENUM_GETTERS = tuple(
     for name, known in sorted(KNOWN_ENUM_VALUES.items())
 )
 _RELEASE = attrgetter("release_time")
+_NEW_ENUMS = attrgetter("new_enums")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +124,7 @@ def build_batch(
     return batch
 
 
-def _add_events(
+def _add_events(  # noqa: PLR0915 - one loop for every record of every page: no call per record
     batch: Batch,
     page: ParsedPage,
     dlq: _Dlq,
@@ -143,16 +145,38 @@ def _add_events(
     else:
         items, unknown = list(records), {}
     encode_row = encoder.row_encoder(org_id=org_id, source=source, replay_id=replay_id)
+    frame = encoder.native_framer(org_id=org_id, source=source, replay_id=replay_id)
+    native_row = native.Row
     room = encoder.room(batch.events.headers)
     # Bound once: this loop runs for every record of every page.
     add_mark, marks_append = in_batch.add, batch.marks.append
     keys_append, values_append = batch.events.keys.append, batch.events.values.append
     published_rows: list[Any] = []
     published_cdrs: list[Cdr] = []
+    published_natives: list[Any] = []
     rows_append, cdrs_append = published_rows.append, published_cdrs.append
+    natives_append = published_natives.append
     unknown_keys = 0
     check_committed = len(committed) > 0
     for index, item in enumerate(items):
+        cls = item.__class__
+        if cls is native_row:
+            # Compiled row: mark, key and the event's cdr object were made with the page.
+            mark = item.mark
+            if mark in in_batch or (check_committed and mark in committed):
+                batch.duplicates += 1
+                continue
+            add_mark(mark)
+            marks_append(mark)
+            value = frame(item)  # type: ignore[misc] # a compiled row implies the framer
+            key = item.key
+            if len(key) + len(value) > room:
+                _too_large(dlq, encoder, key, value, item.report_id)
+                continue
+            keys_append(key)
+            values_append(value)
+            natives_append(item)
+            continue
         report_id: str = item.report_id
         mark = mark_of(report_id)
         if mark in in_batch or (check_committed and mark in committed):
@@ -160,7 +184,7 @@ def _add_events(
             continue
         add_mark(mark)
         marks_append(mark)
-        if item.__class__ is not Cdr:
+        if cls is not Cdr:
             extra = unknown.get(index) if unknown else None
             value = encode_row(item, extra)
             correlation_id = item.correlation_id
@@ -176,13 +200,7 @@ def _add_events(
                 continue
             value, key, extra, published = found, event_key(item), item.unknown, cdrs_append
         if len(key) + len(value) > room:
-            reason = (
-                f"event of {len(value):,} bytes (key {len(key):,}) does not fit the message "
-                f"limit (message.max.bytes {encoder.max_message_bytes:,}, less headers and "
-                "framing)"
-            )
-            # The event's JSON rather than the record's: it holds every value, on both paths.
-            dlq.add(RejectedRecord(value[5:], reason, report_id))
+            _too_large(dlq, encoder, key, value, report_id)
             continue
         keys_append(key)
         values_append(value)
@@ -191,7 +209,16 @@ def _add_events(
             unknown_keys += len(extra)
     batch.published = len(batch.events.values)
     batch.unknown_keys = unknown_keys
-    _count_page(batch, published_rows, published_cdrs)
+    _count_page(batch, published_rows, published_cdrs, published_natives)
+
+
+def _too_large(dlq: _Dlq, encoder: EventEncoder, key: bytes, value: bytes, report_id: str) -> None:
+    reason = (
+        f"event of {len(value):,} bytes (key {len(key):,}) does not fit the message "
+        f"limit (message.max.bytes {encoder.max_message_bytes:,}, less headers and framing)"
+    )
+    # The event's JSON rather than the record's: it holds every value, on both paths.
+    dlq.add(RejectedRecord(value[5:], reason, report_id))
 
 
 def _reference_event(
@@ -213,7 +240,7 @@ def _reference_event(
         return None
 
 
-def _count_page(batch: Batch, rows: list[Any], cdrs: list[Cdr]) -> None:
+def _count_page(batch: Batch, rows: list[Any], cdrs: list[Cdr], natives: list[Any]) -> None:
     """The metrics' figures for the published records, once per page (not once per record)."""
     for name, get, expected in _ENUM_GETTERS:
         values = list(map(get, rows))
@@ -222,8 +249,12 @@ def _count_page(batch: Batch, rows: list[Any], cdrs: list[Cdr]) -> None:
     for cdr in cdrs:
         for name, _value in cdr.new_enum_values:
             batch.new_enum_values[name] += 1
+    for fields in filter(None, map(_NEW_ENUMS, natives)):
+        for index in fields:
+            batch.new_enum_values[native.NAMES[index]] += 1
     releases = [v for v in map(_RELEASE, rows) if v and v not in _ABSENT]
     releases += [r for r in (c.fields.get("release_time") for c in cdrs) if isinstance(r, str)]
+    releases += filter(None, map(_RELEASE, natives))
     batch.release_times = releases
 
 

@@ -51,6 +51,7 @@ from publisher.slot import Slot
 from publisher.state.codec import LIVE_JOB, parse_key
 from publisher.state.memory import OrgState
 from publisher.task import TaskContext, TaskStoppedError, retry, stop_aware_sleep
+from publisher.webex import native
 
 log = logging.getLogger("publisher.daemon")
 
@@ -175,6 +176,7 @@ class Worker:
                 "orgs": len(self.catalogue.ids),
                 "state_partitions": self.partitions,
                 "coordination": settings.coordination,
+                "page_reader": native.path_name(),
             },
         )
 

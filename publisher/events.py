@@ -30,6 +30,7 @@ import msgspec
 import orjson
 
 from publisher.event_schema import EVENT_TYPE, SCHEMA_VERSION, event_schema
+from publisher.webex import native
 from publisher.webex.fields import FIELDS
 from publisher.webex.record import Cdr, RejectedRecord
 
@@ -188,6 +189,37 @@ class EventEncoder:
             )
 
         return encode_row
+
+    def native_framer(
+        self, *, org_id: str, source: Source, replay_id: str | None
+    ) -> Callable[[Any], bytes] | None:
+        """``frame(row)``: the framed event of a compiled row of :mod:`publisher.webex.native`,
+        the same bytes :meth:`row_encoder` gives for the record (a test compares them); None
+        when the extension is not installed.
+
+        The envelope around the per-record values is written by the same encoder, once per
+        page, with a raw NUL byte where each value goes: msgspec escapes control characters in
+        every string, so the NULs it leaves are the placeholders and nothing else."""
+        if not native.AVAILABLE:
+            return None
+        hole: Any = msgspec.Raw(b"\x00")
+        src = msgspec.Raw(orjson.dumps(source.as_dict()))
+        envelope = msgspec.json.encode(
+            _Envelope(
+                hole,
+                EVENT_TYPE,
+                SCHEMA_VERSION,
+                org_id,
+                hole,
+                hole,
+                src,
+                replay_id,
+                hole,
+                _EMPTY_OBJECT,
+            )
+        )
+        first, *rest = envelope.split(b"\x00")
+        return native.Framer([self._prefix + first, *rest])
 
 
 def unframe(value: bytes) -> tuple[int, Any]:

@@ -32,6 +32,7 @@ import msgspec
 import orjson
 
 from publisher.errors import WebexBadPageError
+from publisher.webex import native
 from publisher.webex.fields import (
     FIELDS,
     FIELDS_BY_KEY,
@@ -143,6 +144,7 @@ def _row_type(keys: tuple[str, ...]) -> _RowType | None:
     members: list[tuple[str, Any, Any]] = []
     unknown: list[tuple[str, str]] = []
     claimed: set[str] = set()
+    spellings: list[tuple[str, str]] = []
     found: _RowType | None = None
     for key in keys:
         field = FIELDS_BY_KEY.get(normalise_key(key))
@@ -154,6 +156,7 @@ def _row_type(keys: tuple[str, ...]) -> _RowType | None:
             break
         else:
             claimed.add(field.name)
+            spellings.append((key, field.name))
             members.append(
                 (field.name, _KIND_TYPE[field.kind], msgspec.field(default=None, name=key))
             )
@@ -186,6 +189,10 @@ def _row_type(keys: tuple[str, ...]) -> _RowType | None:
             found = _RowType(
                 msgspec.json.Decoder(struct), msgspec.json.Decoder(page), tuple(unknown)
             )
+            for key, name in spellings:
+                # A spelling the field table did not list (case, spaces): the compiled reader
+                # takes such records too from now on.
+                native.learn(key, name)
     if len(_row_types) < _MAX_ROW_TYPES:
         _row_types[keys] = found
     return found
@@ -254,12 +261,16 @@ def cdr_values(row: Any) -> Any:
 
 
 def row_to_cdr(row: Any, unknown: dict[str, Any]) -> Cdr:
-    """The reference parser's Cdr of a fast row."""
-    fields: dict[str, str | int | bool] = {
-        name: value
-        for name, value in zip(NAMES, msgspec.structs.astuple(cdr_values(row)), strict=True)
-        if value is not None
-    }
+    """The reference parser's Cdr of a fast row (a msgspec struct or a compiled row)."""
+    fields: dict[str, str | int | bool]
+    if row.__class__ is native.Row:
+        fields = {name: v for name, v in orjson.loads(row.cdr).items() if v is not None}
+    else:
+        fields = {
+            name: value
+            for name, value in zip(NAMES, msgspec.structs.astuple(cdr_values(row)), strict=True)
+            if value is not None
+        }
     new_enums = tuple(
         (name, str(fields[name]))
         for name, known in _ENUMS
@@ -281,7 +292,44 @@ def row_to_cdr(row: Any, unknown: dict[str, Any]) -> Cdr:
 def parse_page_fast(body: bytes) -> ParsedPage:
     """Every record of a Webex page ``{"items": [...]}``: readable ones typed, bad ones rejected
     with their raw bytes. A page that is not valid JSON or UTF-8 is salvaged item by item; only
-    a body with no items array to be found raises :class:`WebexBadPageError`."""
+    a body with no items array to be found raises :class:`WebexBadPageError`.
+
+    The compiled reader (:mod:`.native`) goes first; the records it does not vouch for, and
+    every page it refuses whole, are read by the msgspec path below."""
+    if native.AVAILABLE:
+        found = native.parse(body, native.SPEC)
+        if found is not None:
+            items, fallbacks = found
+            if not fallbacks:
+                return ParsedPage(records=Rows(items, {}), rejected=[])
+            return _with_fallbacks(body, items, fallbacks)
+    return parse_page_msgspec(body)
+
+
+def _with_fallbacks(body: bytes, items: list[Any], fallbacks: list[tuple[int, int]]) -> ParsedPage:
+    """The compiled reader's rows with the records it left to Python, each read alone from its
+    bytes (as a page that is not JSON is salvaged), in page order."""
+    produced: list[bool] = []
+    page = _per_record([body[a:b] for a, b in fallbacks], produced)
+    assert isinstance(page.records, Rows)  # noqa: S101 - _per_record always makes Rows
+    read, extras = iter(page.records.items), page.records.unknown
+    out: list[Any] = []
+    unknown: dict[int, dict[str, Any]] = {}
+    made = 0
+    outcome = iter(produced)
+    for item in items:
+        if item is not None:
+            out.append(item)
+        elif next(outcome):
+            if made in extras:
+                unknown[len(out)] = extras[made]
+            out.append(next(read))
+            made += 1
+    return ParsedPage(records=Rows(out, unknown), rejected=page.rejected)
+
+
+def parse_page_msgspec(body: bytes) -> ParsedPage:
+    """:func:`parse_page_fast` without the compiled reader."""
     for row_type in _candidates():
         if len(row_type.unknown) > 1:
             continue  # key order only matters for unknown keys: with two, each record is checked
@@ -306,8 +354,11 @@ def parse_page_fast(body: bytes) -> ParsedPage:
     return ParsedPage(records=page.records, rejected=[*page.rejected, *junk])
 
 
-def _per_record(raws: Sequence[msgspec.Raw | bytes]) -> ParsedPage:
-    """Each item decoded on its own: the row types of the records before it are tried first."""
+def _per_record(
+    raws: Sequence[msgspec.Raw | bytes], produced: list[bool] | None = None
+) -> ParsedPage:
+    """Each item decoded on its own: the row types of the records before it are tried first.
+    ``produced`` gets, per item, whether it became a record (or was rejected)."""
     rows: list[Any] = []
     types: list[_RowType | None] = []
     fallback: list[Cdr | RejectedRecord | None] = []
@@ -347,7 +398,7 @@ def _per_record(raws: Sequence[msgspec.Raw | bytes]) -> ParsedPage:
         rows.append(row)
         types.append(row_type)
         fallback.append(None)
-    return _finish(rows, types, fallback, raws)
+    return _finish(rows, types, fallback, raws, produced)
 
 
 def _unreadable(raw: bytes, exc: Exception) -> RejectedRecord:
@@ -401,6 +452,7 @@ def _finish(
     types: Sequence[_RowType | None],
     fallback: list[Cdr | RejectedRecord | None] | None,
     source: bytes | Sequence[msgspec.Raw | bytes],
+    produced: list[bool] | None = None,
 ) -> ParsedPage:
     """Check and convert the decoded records in bulk, and hand each one that fails to the
     reference parser with its raw bytes. ``source`` is the page body (whole-page decode) or the
@@ -434,12 +486,17 @@ def _finish(
     rejected: list[RejectedRecord] = []
     plain = not odd and all(t is not None and not t.unknown for t in types)
     if plain and not any(fallback):
+        if produced is not None:
+            produced += [True] * count
         return ParsedPage(records=Rows(decoded, unknown), rejected=rejected)
+    if produced is None:
+        produced = []
     for i in range(count):
         record, done, row_type = decoded[i], fallback[i], types[i]
         if record is not None and done is None and i not in odd and row_type is not None:
             if not row_type.unknown:
                 items.append(record)
+                produced.append(True)
                 continue
             try:
                 extra = _unknown_values(record, row_type)
@@ -449,12 +506,14 @@ def _finish(
                 if extra:
                     unknown[len(items)] = extra
                 items.append(record)
+                produced.append(True)
                 continue
         if done is None:
             if raws is None:
                 raws = _RAW_PAGE.decode(source).items  # type: ignore[arg-type]
             raw = bytes(raws[i])
             done = parse_record(orjson.loads(raw), raw)
+        produced.append(isinstance(done, Cdr))
         if isinstance(done, Cdr):
             items.append(done)
         else:

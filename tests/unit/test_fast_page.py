@@ -1,4 +1,5 @@
-"""The fast page path (msgspec structs) against the reference parser, its oracle.
+"""The fast page path against the reference parser, its oracle: every test runs twice, with the
+compiled reader (publisher.webex.native) first and with the msgspec path alone.
 
 What it must show (issue 13): the same events byte for byte, the same DLQ entries and counts, on
 pages mixing key spellings, unknown keys and malformed records; every event it makes valid
@@ -14,6 +15,7 @@ from typing import Any
 
 import jsonschema_rs
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +24,7 @@ from publisher.batch import Batch, Topics, build_batch
 from publisher.dedup import MarkTable
 from publisher.event_schema import event_schema
 from publisher.events import EventEncoder, Source, unframe
+from publisher.webex import native
 from publisher.webex.fields import FIELDS
 from publisher.webex.page import Rows
 from publisher.webex.record import Cdr, ParsedPage, parse_page, parse_page_reference
@@ -32,6 +35,19 @@ SOURCE = Source("stream", "2026-11-28T10:00:00.000Z", "2026-11-28T11:00:00.000Z"
 TOPICS = Topics(events="ev", dlq="dlq")
 VALIDATOR = jsonschema_rs.validator_for(event_schema())
 BASE = generate_records(40, seed=3)
+# Hypothesis runs many examples per call of the test function: the path fixture below is set
+# once per call and stays the same for its examples, which is what these tests want.
+SLOW_OK = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+
+
+@pytest.fixture(autouse=True, params=["native", "msgspec"])
+def fast_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The compiled reader, or the msgspec path as where the extension is not installed."""
+    if request.param == "native":
+        assert native.AVAILABLE, "the native extension is not built: run make venv"
+    else:
+        monkeypatch.setattr(native, "AVAILABLE", False)
+    return str(request.param)
 
 
 def _batch(page: ParsedPage, org_id: str = "org-1", replay_id: str | None = None) -> Batch:
@@ -150,7 +166,7 @@ mutations = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=SLOW_OK)
 @given(mutations, st.integers(min_value=1, max_value=len(BASE)))
 def test_any_page_yields_the_reference_and_every_event_is_valid(
     changes: list[tuple[int, str, str, Any]], size: int
@@ -175,7 +191,7 @@ def test_any_page_yields_the_reference_and_every_event_is_valid(
     _valid(_assert_same(body))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=SLOW_OK)
 @given(st.lists(json_values, max_size=6))
 def test_any_json_items_yield_the_reference(items: list[Any]) -> None:
     """Items that are not records at all (any JSON value): the same rejections as the
