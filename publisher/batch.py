@@ -176,6 +176,7 @@ def _add_events(  # noqa: PLR0915 - one loop for every record of every page: no 
             keys_append(key)
             values_append(value)
             natives_append(item)
+            unknown_keys += item.unknown_count
             continue
         report_id: str = item.report_id
         mark = mark_of(report_id)

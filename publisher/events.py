@@ -206,16 +206,7 @@ class EventEncoder:
         src = msgspec.Raw(orjson.dumps(source.as_dict()))
         envelope = msgspec.json.encode(
             _Envelope(
-                hole,
-                EVENT_TYPE,
-                SCHEMA_VERSION,
-                org_id,
-                hole,
-                hole,
-                src,
-                replay_id,
-                hole,
-                _EMPTY_OBJECT,
+                hole, EVENT_TYPE, SCHEMA_VERSION, org_id, hole, hole, src, replay_id, hole, hole
             )
         )
         first, *rest = envelope.split(b"\x00")

@@ -29,6 +29,8 @@ const MAX_DEPTH: u32 = 128;
 // A bound on learnt spellings, so that a hostile source cannot grow the table without limit.
 const MAX_KEYS: usize = 10_000;
 const NONE: u8 = u8::MAX;
+/// The key table's entry for a key Python found to be no field's: kept as data.
+const UNKNOWN: u16 = u16::MAX;
 /// The bytes that end a run of plain string content: the quote, the backslash, controls.
 const STOPS: [bool; 256] = {
     let mut table = [false; 256];
@@ -124,15 +126,27 @@ impl Spec {
         if index >= self.kinds.len() {
             return Err(PyValueError::new_err("field index out of range"));
         }
-        if self.keys.len() >= MAX_KEYS {
-            return Ok(false);
-        }
-        self.keys.insert(key.as_bytes().into(), index as u16);
-        Ok(true)
+        Ok(self.remember(key, index as u16))
+    }
+
+    /// Keep this exact key as an unknown key (data, in the event's ``unknown_fields``) from now
+    /// on: Python found it to be no field's spelling.
+    fn learn_unknown(&mut self, key: &str) -> bool {
+        self.remember(key, UNKNOWN)
     }
 
     fn __len__(&self) -> usize {
         self.keys.len()
+    }
+}
+
+impl Spec {
+    fn remember(&mut self, key: &str, entry: u16) -> bool {
+        if self.keys.len() >= MAX_KEYS && !self.keys.contains_key(key.as_bytes()) {
+            return false;
+        }
+        self.keys.insert(key.as_bytes().into(), entry);
+        true
     }
 }
 
@@ -165,6 +179,10 @@ struct Row {
     #[pyo3(get)]
     mark: u64,
     new_enums: Vec<u16>,
+    /// ``{"key":value,...}`` of the record's unknown keys in its own order; empty when none.
+    unknown: Box<[u8]>,
+    #[pyo3(get)]
+    unknown_count: u16,
 }
 
 impl Row {
@@ -204,6 +222,12 @@ impl Row {
         PyBytes::new(py, &self.cdr[a as usize..b as usize])
     }
 
+    /// The unknown keys as a JSON object, or None when the record has none.
+    #[getter]
+    fn unknown<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        (!self.unknown.is_empty()).then(|| PyBytes::new(py, &self.unknown))
+    }
+
     /// Indices of the fields whose value is not among the field's known values.
     #[getter]
     fn new_enums<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
@@ -212,19 +236,19 @@ impl Row {
 }
 
 /// Frames rows as events: ``parts[0] + "report id" + parts[1] + correlation id + parts[2] +
-/// report time + parts[3] + cdr + parts[4]``, the parts cut by the Python side from an envelope
-/// its own encoder wrote (so that both paths write the same envelope).
+/// report time + parts[3] + cdr + parts[4] + unknown keys + parts[5]``, the parts cut by the
+/// Python side from an envelope its own encoder wrote (so that both paths write the same one).
 #[pyclass(frozen, module = "cdr_publisher_native")]
 struct Framer {
-    parts: [Box<[u8]>; 5],
+    parts: [Box<[u8]>; 6],
 }
 
 #[pymethods]
 impl Framer {
     #[new]
     fn new(parts: Vec<Vec<u8>>) -> PyResult<Self> {
-        let parts: [Vec<u8>; 5] =
-            parts.try_into().map_err(|_| PyValueError::new_err("a framer takes five parts"))?;
+        let parts: [Vec<u8>; 6] =
+            parts.try_into().map_err(|_| PyValueError::new_err("a framer takes six parts"))?;
         Ok(Framer { parts: parts.map(Vec::into_boxed_slice) })
     }
 
@@ -235,7 +259,8 @@ impl Framer {
             + quoted(Some(row.rid))
             + quoted(row.cid)
             + quoted(row.rt)
-            + row.cdr.len();
+            + row.cdr.len()
+            + row.unknown.len().max(2);
         PyBytes::new_with(py, size, |buf: &mut [u8]| {
             let mut at = 0;
             let mut put = |bytes: &[u8]| {
@@ -254,6 +279,8 @@ impl Framer {
             put(&p[3]);
             put(&row.cdr);
             put(&p[4]);
+            put(if row.unknown.is_empty() { b"{}" } else { &row.unknown });
+            put(&p[5]);
             Ok(())
         })
     }
@@ -509,6 +536,33 @@ impl<'a> Scanner<'a> {
     }
 }
 
+impl Scanner<'_> {
+    /// An unknown key's value, when it is one orjson reads and writes back byte for byte (a
+    /// string without escapes, an integer in 0..=2^63-1, true, false, null): its span. None when
+    /// the record must go to Python (the value is consumed either way).
+    fn unknown_value(&mut self) -> R<Option<(usize, usize)>> {
+        let start = self.i;
+        match self.peek().ok_or(())? {
+            b'"' => {
+                let (_s, _e, escaped) = self.string()?;
+                Ok((!escaped).then_some((start, self.i)))
+            }
+            b't' => self.literal(b"true").map(|()| Some((start, self.i))),
+            b'f' => self.literal(b"false").map(|()| Some((start, self.i))),
+            b'n' => self.literal(b"null").map(|()| Some((start, self.i))),
+            b'-' | b'0'..=b'9' => {
+                let (s, e, plain) = self.number()?;
+                Ok((plain && digits_value(&self.b[s..e]).is_some()).then_some((s, e)))
+            }
+            b'{' | b'[' => {
+                self.skip_value(3)?;
+                Ok(None)
+            }
+            _ => Err(()),
+        }
+    }
+}
+
 /// A string of ASCII digits as a number in 0..=2^63-1.
 fn digits_value(text: &[u8]) -> Option<u64> {
     if text.is_empty() {
@@ -611,6 +665,8 @@ struct PageReader<'a> {
     vals: Vec<V>,
     seen: Vec<bool>,
     last_keys: Vec<(Box<[u8]>, u16)>,
+    /// The record's unknown keys: (key start, key end, value start, value end).
+    unknown: Vec<(usize, usize, usize, usize)>,
 }
 
 impl<'a> PageReader<'a> {
@@ -685,6 +741,7 @@ impl<'a> PageReader<'a> {
         self.s.i += 1;
         self.vals.fill(V::Null);
         self.seen.fill(false);
+        self.unknown.clear();
         let mut ok = true;
         let mut position = 0;
         self.s.ws();
@@ -701,6 +758,12 @@ impl<'a> PageReader<'a> {
             let field = if ok && !escaped { self.field_of(position, ks, ke) } else { None };
             position += 1;
             match field {
+                Some(UNKNOWN) => match self.s.unknown_value()? {
+                    Some((vs, ve)) if !self.unknown_twice(ks, ke) => {
+                        self.unknown.push((ks, ke, vs, ve));
+                    }
+                    _ => ok = false,
+                },
                 Some(f) if !self.seen[f as usize] => {
                     let f = f as usize;
                     self.seen[f] = true;
@@ -725,6 +788,12 @@ impl<'a> PageReader<'a> {
             }
         }
         Ok(if ok { self.row() } else { None })
+    }
+
+    /// Whether the record has had this unknown key before (which one counts is Python's call).
+    fn unknown_twice(&self, ks: usize, ke: usize) -> bool {
+        let key = &self.s.b[ks..ke];
+        self.unknown.iter().any(|&(s, e, _, _)| same(&self.s.b[s..e], key))
     }
 
     /// The field of the key at ``b[ks..ke]``, the record's ``position``-th key. Records of a
@@ -795,6 +864,16 @@ impl<'a> PageReader<'a> {
             }
         }
         cdr.push(b'}');
+        let mut unknown = Vec::new();
+        for (n, &(ks, ke, vs, ve)) in self.unknown.iter().enumerate() {
+            unknown.push(if n == 0 { b'{' } else { b',' });
+            unknown.extend_from_slice(&b[ks - 1..ke + 1]);
+            unknown.push(b':');
+            unknown.extend_from_slice(&b[vs..ve]);
+        }
+        if !unknown.is_empty() {
+            unknown.push(b'}');
+        }
         let rid = spans[0]?;
         Some(Row {
             mark: mark_of(&cdr[rid.0 as usize..rid.1 as usize]),
@@ -804,6 +883,8 @@ impl<'a> PageReader<'a> {
             rt: spans[2],
             rel: spans[3],
             new_enums,
+            unknown: unknown.into_boxed_slice(),
+            unknown_count: self.unknown.len() as u16,
         })
     }
 }
@@ -828,6 +909,7 @@ fn parse<'py>(
         vals: vec![V::Null; n],
         seen: vec![false; n],
         last_keys: Vec::with_capacity(n),
+        unknown: Vec::new(),
     };
     let Ok(items) = reader.page() else {
         return Ok(None);

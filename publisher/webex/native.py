@@ -59,6 +59,13 @@ def learn(key: str, name: str) -> None:
         SPEC.learn(key, NAMES.index(name))
 
 
+def learn_unknown(key: str) -> None:
+    """Records with this exact key are read natively, the key kept as an unknown key (the
+    msgspec path found it to be no field's spelling)."""
+    if _native is not None:
+        SPEC.learn_unknown(key)
+
+
 def path_name() -> str:
     """Which parser reads pages, for the start-up log line."""
     return "native (compiled)" if AVAILABLE else "msgspec (native extension not installed)"

@@ -191,8 +191,10 @@ def _row_type(keys: tuple[str, ...]) -> _RowType | None:
             )
             for key, name in spellings:
                 # A spelling the field table did not list (case, spaces): the compiled reader
-                # takes such records too from now on.
+                # takes such records too from now on, and records with the same unknown keys.
                 native.learn(key, name)
+            for _attr, key in unknown:
+                native.learn_unknown(key)
     if len(_row_types) < _MAX_ROW_TYPES:
         _row_types[keys] = found
     return found
@@ -265,6 +267,7 @@ def row_to_cdr(row: Any, unknown: dict[str, Any]) -> Cdr:
     fields: dict[str, str | int | bool]
     if row.__class__ is native.Row:
         fields = {name: v for name, v in orjson.loads(row.cdr).items() if v is not None}
+        unknown = orjson.loads(row.unknown) if row.unknown else {}
     else:
         fields = {
             name: value
@@ -302,7 +305,10 @@ def parse_page_fast(body: bytes) -> ParsedPage:
             items, fallbacks = found
             if not fallbacks:
                 return ParsedPage(records=Rows(items, {}), rejected=[])
-            return _with_fallbacks(body, items, fallbacks)
+            if 2 * len(fallbacks) <= len(items):
+                return _with_fallbacks(body, items, fallbacks)
+            # Mostly records the compiled reader leaves (a new way of writing a value, say):
+            # the msgspec path's whole-page decode reads them faster than one by one.
     return parse_page_msgspec(body)
 
 

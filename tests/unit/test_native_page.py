@@ -66,7 +66,7 @@ def test_a_plain_page_is_read_natively_and_is_the_reference() -> None:
 LEFT_TO_PYTHON: list[tuple[str, Any]] = [
     ("escaped string", {"Location": 'a "quoted" name'}),
     ("escaped solidus-free unicode", {"Location": "caf\u00e9\n"}),
-    ("unknown key", {"Brand new key": 1}),
+    ("key never seen", {"Key no test uses elsewhere": 1}),
     ("number for a string", {"Location": 12}),
     ("boolean for a string", {"Location": True}),
     ("object for a string", {"Location": {"a": [1, {"b": None}]}}),
@@ -217,6 +217,54 @@ def test_a_spelling_python_reads_is_learnt_for_the_next_page() -> None:
     _assert_same(body)
 
     assert _split(body) == ([True] * 6, 0)
+
+
+def test_unknown_keys_python_has_seen_are_read_natively_with_simple_values() -> None:
+    """An unknown key goes to Python the first time; once it is known to be no field's, records
+    with it are read natively when its value is one orjson writes back as it came (the event's
+    unknown_fields are then the same bytes), and by Python otherwise."""
+    records = _records(8)
+    for record in records:
+        record["Unknown since today"] = "x"
+    body = _page(records)
+    first = _split(body)
+    assert first is not None
+    assert first[1] in (0, 8)  # 0 when an earlier test taught it already
+    _assert_same(body)  # Python reads them and teaches the key
+
+    values: list[Any] = ["text", 7, 2**63 - 1, True, False, None, "", "NA"]
+    for record, value in zip(records, values, strict=True):
+        record["Unknown since today"] = value
+    body = _page(records)
+    assert _split(body) == ([True] * 8, 0)
+    batch = _assert_same(body)
+    assert batch.unknown_keys == 8
+
+    odd: list[Any] = [1.5, -1, 2**63, 'a"b', {"n": 1}, [1], "caf\u00e9\n", 1e30]
+    for record, value in zip(records, odd, strict=True):
+        record["Unknown since today"] = value
+    body = _page(records)
+    assert _split(body) == ([False] * 8, 8)
+    _assert_same(body)
+
+
+def test_an_unknown_key_twice_in_one_record_is_left_to_python() -> None:
+    native.learn_unknown("Twice")
+    records = _records(3)
+    body = _page(records).replace(b'"Report ID"', b'"Twice":1,"Twice":2,"Report ID"', 1)
+
+    assert _split(body) == ([False, True, True], 1)
+    _assert_same(body)
+
+
+def test_a_page_mostly_left_to_python_is_read_whole_by_the_msgspec_path() -> None:
+    records = _records(6)
+    for record in records[:4]:
+        record["Duration"] = " 3 "
+    body = _page(records)
+
+    assert _split(body) == ([False, False, False, False, True, True], 4)
+    _assert_same(body)
 
 
 def test_a_duplicate_field_under_two_spellings_is_left_to_python() -> None:
