@@ -40,6 +40,7 @@ _ENUM_GETTERS = tuple(
 )
 _RELEASE = attrgetter("release_time")
 _NEW_ENUMS = attrgetter("new_enums")
+_UNKNOWN_COUNT = attrgetter("unknown_count")
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +159,18 @@ def _add_events(  # noqa: PLR0915 - one loop for every record of every page: no 
     natives_append = published_natives.append
     unknown_keys = 0
     check_committed = len(committed) > 0
+    if frame is not None and items and _all_native(items):
+        whole = native.frame_page(frame, items, committed)
+        if whole is not None and whole[3] <= room:
+            marks, keys, values, _largest = whole
+            batch.events.keys.extend(keys)
+            batch.events.values.extend(values)
+            in_batch.update(marks)
+            batch.marks.extend(marks)
+            batch.published = len(marks)
+            batch.unknown_keys = sum(map(_UNKNOWN_COUNT, items))
+            _count_page(batch, [], [], items)
+            return
     for index, item in enumerate(items):
         cls = item.__class__
         if cls is native_row:
@@ -168,7 +181,7 @@ def _add_events(  # noqa: PLR0915 - one loop for every record of every page: no 
                 continue
             add_mark(mark)
             marks_append(mark)
-            value = frame(item)  # type: ignore[misc] # a compiled row implies the framer
+            value = frame(item)
             key = item.key
             if len(key) + len(value) > room:
                 _too_large(dlq, encoder, key, value, item.report_id)
@@ -211,6 +224,11 @@ def _add_events(  # noqa: PLR0915 - one loop for every record of every page: no 
     batch.published = len(batch.events.values)
     batch.unknown_keys = unknown_keys
     _count_page(batch, published_rows, published_cdrs, published_natives)
+
+
+def _all_native(items: list[Any]) -> bool:
+    kinds = set(map(type, items))
+    return len(kinds) == 1 and native.Row in kinds
 
 
 def _too_large(dlq: _Dlq, encoder: EventEncoder, key: bytes, value: bytes, report_id: str) -> None:

@@ -64,6 +64,10 @@ class MarkTable:
                 return False
             slot = (slot + 1) & mask
 
+    def key_array(self) -> array[int]:
+        """The table's slots (0 = empty), for a compiled probe of many marks at once."""
+        return self._keys
+
     def add(self, mark: int, hour: int) -> bool:
         """Remember ``mark``; False when it was already there (its hour is then kept)."""
         if (self._count + 1) > (self._mask + 1) * _MAX_LOAD:

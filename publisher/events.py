@@ -190,12 +190,11 @@ class EventEncoder:
 
         return encode_row
 
-    def native_framer(
-        self, *, org_id: str, source: Source, replay_id: str | None
-    ) -> Callable[[Any], bytes] | None:
+    def native_framer(self, *, org_id: str, source: Source, replay_id: str | None) -> Any:
         """``frame(row)``: the framed event of a compiled row of :mod:`publisher.webex.native`,
-        the same bytes :meth:`row_encoder` gives for the record (a test compares them); None
-        when the extension is not installed.
+        the same bytes :meth:`row_encoder` gives for the record (a test compares them), and
+        ``frame.frame_many(rows)`` for a list of them; None when the extension is not
+        installed.
 
         The envelope around the per-record values is written by the same encoder, once per
         page, with a raw NUL byte where each value goes: msgspec escapes control characters in

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 
+use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -250,6 +251,27 @@ impl Framer {
         let parts: [Vec<u8>; 6] =
             parts.try_into().map_err(|_| PyValueError::new_err("a framer takes six parts"))?;
         Ok(Framer { parts: parts.map(Vec::into_boxed_slice) })
+    }
+
+    /// ``(keys, values, largest)`` of a list of rows, in order: the Kafka key and the framed
+    /// event of each, and the largest key plus value (for the caller's message-size check).
+    fn frame_many<'py>(
+        &self,
+        py: Python<'py>,
+        rows: &Bound<'py, PyList>,
+    ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, usize)> {
+        let mut keys = Vec::with_capacity(rows.len());
+        let mut values = Vec::with_capacity(rows.len());
+        let mut largest = 0;
+        for item in rows.iter() {
+            let row: PyRef<'py, Row> = item.extract()?;
+            let key = row.key(py);
+            let value = self.__call__(py, row)?;
+            largest = largest.max(key.as_bytes().len() + value.as_bytes().len());
+            keys.push(key);
+            values.push(value);
+        }
+        Ok((PyList::new(py, keys)?, PyList::new(py, values)?, largest))
     }
 
     fn __call__<'py>(&self, py: Python<'py>, row: PyRef<'py, Row>) -> PyResult<Bound<'py, PyBytes>> {
@@ -928,6 +950,40 @@ fn parse<'py>(
     Ok(Some((PyList::new(py, out)?, fallbacks)))
 }
 
+/// The marks of a list of rows, in order.
+#[pyfunction]
+fn marks(rows: &Bound<'_, PyList>) -> PyResult<Vec<u64>> {
+    rows.iter().map(|item| Ok(item.extract::<PyRef<'_, Row>>()?.mark)).collect()
+}
+
+/// Whether any of ``marks`` is in a publisher.dedup.MarkTable's key array (open addressing,
+/// linear probing, 0 = empty, size a power of two): its ``__contains__`` for a whole page.
+#[pyfunction]
+fn any_marked(py: Python<'_>, keys: PyBuffer<u64>, marks: Vec<u64>) -> PyResult<bool> {
+    let table = keys
+        .as_slice(py)
+        .ok_or_else(|| PyValueError::new_err("the key array is not contiguous"))?;
+    let size = table.len();
+    if size == 0 || !size.is_power_of_two() {
+        return Err(PyValueError::new_err("the key array's size is not a power of two"));
+    }
+    let mask = (size - 1) as u64;
+    for mark in marks {
+        let mut slot = mark & mask;
+        loop {
+            let found = table[slot as usize].get();
+            if found == mark {
+                return Ok(true);
+            }
+            if found == 0 {
+                break;
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
+    Ok(false)
+}
+
 /// The mark of a Report ID: what publisher.dedup.mark_of gives (a test compares them).
 #[pyfunction]
 fn mark(report_id: &str) -> u64 {
@@ -941,5 +997,7 @@ fn cdr_publisher_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Framer>()?;
     m.add_function(wrap_pyfunction!(parse, m)?)?;
     m.add_function(wrap_pyfunction!(mark, m)?)?;
+    m.add_function(wrap_pyfunction!(marks, m)?)?;
+    m.add_function(wrap_pyfunction!(any_marked, m)?)?;
     Ok(())
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from publisher.dedup import MarkTable
 from publisher.webex.fields import FIELDS, KNOWN_ENUM_VALUES, NA_IS_A_VALUE, Kind
 
 try:
@@ -64,6 +65,22 @@ def learn_unknown(key: str) -> None:
     msgspec path found it to be no field's spelling)."""
     if _native is not None:
         SPEC.learn_unknown(key)
+
+
+def frame_page(
+    framer: Any, rows: list[Any], committed: MarkTable
+) -> tuple[list[int], list[bytes], list[bytes], int] | None:
+    """``(marks, keys, values, largest key + value)`` of a part of a page that is compiled rows
+    only, none of them a duplicate (within it, or of a mark in ``committed``): the page's
+    events in three calls instead of a loop. None when some are duplicates, which the
+    caller's record-by-record loop then drops one by one."""
+    marks = _native.marks(rows)
+    if len(set(marks)) != len(marks) or (
+        len(committed) and _native.any_marked(committed.key_array(), marks)
+    ):
+        return None
+    keys, values, largest = framer.frame_many(rows)
+    return marks, keys, values, largest
 
 
 def path_name() -> str:

@@ -12,16 +12,18 @@ from typing import Any
 
 import orjson
 import pytest
-from cdr_publisher_native import mark
+from cdr_publisher_native import any_marked, mark
 from hypothesis import given
 from hypothesis import strategies as st
 
-from publisher.dedup import mark_of
+from publisher.batch import Batch, build_batch
+from publisher.dedup import MarkTable, mark_of
 from publisher.errors import WebexBadPageError
+from publisher.events import EventEncoder
 from publisher.webex import native
 from publisher.webex.page import Rows
-from publisher.webex.record import parse_page
-from tests.unit.test_fast_page import BASE, _assert_same, _batch, _valid
+from publisher.webex.record import ParsedPage, parse_page, parse_page_reference
+from tests.unit.test_fast_page import BASE, SOURCE, TOPICS, _assert_same, _batch, _valid
 
 
 def test_the_extension_is_built() -> None:
@@ -288,3 +290,46 @@ def test_the_framer_writes_what_the_msgspec_encoder_writes(monkeypatch: pytest.M
 
     assert natively.events == by_msgspec.events
     assert len(natively.events.values) == 5
+
+
+@given(st.lists(st.integers(min_value=1, max_value=2**64 - 1), max_size=300), st.data())
+def test_the_compiled_probe_finds_what_the_mark_table_holds(
+    held: list[int], data: st.DataObject
+) -> None:
+    table = MarkTable()
+    table.add_many(held, hour=1)
+    asked = data.draw(st.lists(st.integers(min_value=1, max_value=2**64 - 1), max_size=20))
+    if held and data.draw(st.booleans()):
+        asked.append(data.draw(st.sampled_from(held)))
+
+    assert any_marked(table.key_array(), asked) == any(mark in table for mark in asked)
+
+
+def test_records_committed_before_are_dropped_on_the_compiled_path_too() -> None:
+    """A page of compiled rows of which some were committed by an earlier page (and one is
+    twice in the page): the events are the reference's, duplicates counted alike."""
+    records = _records(10)
+    records.append(records[3])
+    body = _page(records)
+    committed = MarkTable()
+    committed.add_many([mark_of(str(r["Report ID"])) for r in records[5:7]], hour=1)
+
+    def batch(page: ParsedPage) -> Batch:
+        return build_batch(
+            page, committed=committed, encoder=EventEncoder(9), topics=TOPICS, org_id="o",
+            source=SOURCE,
+        )  # fmt: skip
+
+    fast, reference = batch(parse_page(body)), batch(parse_page_reference(body))
+
+    assert _split(body) == ([True] * 11, 0)
+    assert fast.events == reference.events
+    assert fast.marks == reference.marks
+    assert (
+        (fast.published, fast.duplicates)
+        == (reference.published, reference.duplicates)
+        == (
+            8,
+            3,
+        )
+    )
