@@ -3,6 +3,8 @@
 Sections (each can be skipped with --skip NAME):
 - publish:  N records of simulator pages through the daemon's own publish_window (raw page
             bytes -> parse -> dedup -> event -> frame -> one transaction per page -> committed).
+- msgspec:  the same with the msgspec path alone (the compiled reader of native/ switched off):
+            what a user gets where the extension is not built.
 - reference: the same with today's path, the reference parser (dict per record, event dict,
             jsonschema-rs validation, orjson): what the fast path must beat 2x.
 - kafka:    the limit: the same events, encoded beforehand, produced and committed in the same
@@ -69,13 +71,14 @@ from publisher.settings import Settings, load_settings
 from publisher.stack import StackConfig
 from publisher.state.codec import Cursor, cursor_key, dedup_key
 from publisher.task import hour_of
+from publisher.webex.page import parse_page_msgspec
 from publisher.webex.ratelimit import RateLimiter
 from publisher.webex.record import parse_page, parse_page_reference
 from publisher.webex.windows import Endpoint, Window
 
 SECTIONS = (
-    "publish", "reference", "kafka", "baseline", "competent", "restore", "daemon", "replay",
-    "fleet", "failover",
+    "publish", "msgspec", "reference", "kafka", "baseline", "competent", "restore", "daemon",
+    "replay", "fleet", "failover",
 )  # fmt: skip
 # The long sections --quick leaves out.
 LONG_SECTIONS = frozenset({"fleet", "failover"})
@@ -200,7 +203,12 @@ def bench_settings(args: argparse.Namespace, prefix: str) -> Settings:
 
 
 def bench_publish(
-    settings: Settings, pages: list[bytes], records: int, *, reference: bool = False
+    settings: Settings,
+    pages: list[bytes],
+    records: int,
+    *,
+    reference: bool = False,
+    msgspec_only: bool = False,
 ) -> Timing:
     worker = Worker(settings)
     # With coordination "none" start() opens every slot itself (a group would assign them later).
@@ -212,6 +220,8 @@ def bench_publish(
         # Today's path: the reference parser makes Cdr objects, which build_batch turns into
         # event dicts, validates with jsonschema-rs and encodes with orjson.
         live.parse = lambda page: parse_page_reference(page.body)  # type: ignore[method-assign]
+    if msgspec_only:
+        live.parse = lambda page: parse_page_msgspec(page.body)  # type: ignore[method-assign]
     now = datetime.now(UTC)
     window = Window(now - timedelta(hours=3), now - timedelta(hours=1))
     try:
@@ -484,6 +494,37 @@ def _measure_long(
         )
 
 
+def _measure_paths(
+    args: argparse.Namespace,
+    pages: list[bytes],
+    *,
+    records: int,
+    prefix: str,
+    step: Callable[[str], None],
+    skip: set[str],
+    out: dict[str, Any],
+) -> None:
+    """The publishing path, the msgspec path alone, today's path and Kafka alone, each over the
+    same pages."""
+    settings = bench_settings(args, prefix)
+    if "publish" not in skip:
+        step(f"publishing {records:,} records ({len(pages)} pages, one transaction each)")
+        out["publish"] = bench_publish(settings, pages, records)
+    if "msgspec" not in skip:
+        step(f"publishing the same {records:,} records with the msgspec path alone")
+        out["msgspec"] = bench_publish(
+            bench_settings(args, prefix + ".ms"), pages, records, msgspec_only=True
+        )
+    if "reference" not in skip:
+        step(f"publishing the same {records:,} records with today's path (reference parser)")
+        out["reference"] = bench_publish(
+            bench_settings(args, prefix + ".ref"), pages, records, reference=True
+        )
+    if "kafka" not in skip:
+        step(f"kafka only: producing and committing the same {records:,} events, pre-encoded")
+        out["kafka_only"] = bench_kafka_only(settings, pages, prefix)
+
+
 def measure(
     args: argparse.Namespace, sizes: Sizes, prefix: str, step: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -497,26 +538,16 @@ def measure(
     out: dict[str, Any] = dict.fromkeys(
         (
             "publish", "baseline", "restore", "restore_rss_delta_bytes", "restore_table_bytes",
-            "competent", "kafka_only", "reference", "daemon_peak_rss_bytes",
+            "competent", "kafka_only", "reference", "msgspec", "daemon_peak_rss_bytes",
         ),
     )  # fmt: skip
     out.update(daemon_rss_bytes=None, daemon_records=None, replay=None, notes=[], fleet={})
     notes, skip = out["notes"], sections_to_skip(args)
     pages: list[bytes] = []
-    if {"publish", "reference", "kafka", "baseline", "competent"} - skip:
+    if {"publish", "msgspec", "reference", "kafka", "baseline", "competent"} - skip:
         step(f"generating {records:,} simulator records")
         pages = to_pages(generate_records(records))
-    if "publish" not in skip:
-        step(f"publishing {records:,} records ({len(pages)} pages, one transaction each)")
-        out["publish"] = bench_publish(settings, pages, records)
-    if "reference" not in skip:
-        step(f"publishing the same {records:,} records with today's path (reference parser)")
-        out["reference"] = bench_publish(
-            bench_settings(args, prefix + ".ref"), pages, records, reference=True
-        )
-    if "kafka" not in skip:
-        step(f"kafka only: producing and committing the same {records:,} events, pre-encoded")
-        out["kafka_only"] = bench_kafka_only(settings, pages, prefix)
+    _measure_paths(args, pages, records=records, prefix=prefix, step=step, skip=skip, out=out)
     if "competent" not in skip:
         step(f"competent baseline on the first {competent_records:,} records")
         out["competent"] = bench_competent(args, pages, prefix, competent_records)

@@ -45,6 +45,7 @@ def _doc(**overrides: object) -> dict[str, object]:
         "competent": Timing(items=500, wall_s=1.0, cpu_s=0.5),
         "kafka_only": Timing(items=1000, wall_s=0.5, cpu_s=0.25),
         "reference": Timing(items=1000, wall_s=4.0, cpu_s=1.5),
+        "msgspec": Timing(items=1000, wall_s=1.0, cpu_s=1.0),
         "daemon_peak_rss_bytes": 140_000_000,
     }
     values.update(overrides)
@@ -81,6 +82,8 @@ def test_results_carry_every_required_key_and_the_computed_figures() -> None:
     assert doc["kafka_only_cpu_us_per_record"] == 250
     assert doc["limit_multiple"] == 2
     assert doc["speedup_vs_reference"] == 3
+    assert doc["msgspec_cpu_us_per_record"] == 1000
+    assert doc["speedup_vs_msgspec"] == 2
     assert doc["peak_rss_mb"] == 140
     assert doc["restore_marks_per_s"] == 400_000
     assert doc["bytes_per_mark"] == 30  # the RSS delta wins over the table alone
