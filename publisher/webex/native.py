@@ -11,6 +11,7 @@ per record, and the byte spans of the None ones, which Python reads as before.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 from publisher.dedup import MarkTable
@@ -57,14 +58,23 @@ def learn(key: str, name: str) -> None:
     """Records with this exact key spelling are read natively as field ``name`` from now on
     (the msgspec path found the spelling to be that field's)."""
     if _native is not None:
-        SPEC.learn(key, NAMES.index(name))
+        _teach(lambda: SPEC.learn(key, NAMES.index(name)))
 
 
 def learn_unknown(key: str) -> None:
     """Records with this exact key are read natively, the key kept as an unknown key (the
     msgspec path found it to be no field's spelling)."""
     if _native is not None:
-        SPEC.learn_unknown(key)
+        _teach(lambda: SPEC.learn_unknown(key))
+
+
+def _teach(change: Callable[[], bool]) -> None:
+    try:
+        change()
+    except RuntimeError:
+        # The table is being read by a parse in another thread (a finalizer run by the garbage
+        # collector during it can let one in): the next record with the key teaches it again.
+        return
 
 
 def frame_page(
