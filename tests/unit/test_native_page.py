@@ -8,6 +8,7 @@ wrongly would be published from bytes it misread, one it refused needlessly woul
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import orjson
@@ -333,3 +334,42 @@ def test_records_committed_before_are_dropped_on_the_compiled_path_too() -> None
             3,
         )
     )
+
+
+def test_teaching_a_key_during_a_parse_loses_nothing() -> None:
+    """The key table is borrowed while a parse reads it; a finalizer the garbage collector runs
+    during that parse (or another thread it lets in) may teach a key then. The lesson is skipped
+    instead of raising out of the msgspec path, and the key is taught by its next record."""
+    spelling = "CaLL    TyPe"  # the reference reads it as Call type; no other test teaches it
+    escaped: list[BaseException] = []
+
+    class TeachesWhenCollected:
+        def __init__(self) -> None:
+            self.cycle = self  # only the collector frees it, at an allocation inside parse
+
+        def __del__(self) -> None:
+            try:
+                native.learn(spelling, "call_type")
+            except BaseException as error:  # noqa: BLE001 - what escapes is the finding
+                escaped.append(error)
+
+    body = _page(_records(20))
+    threshold = gc.get_threshold()
+    gc.collect()
+    TeachesWhenCollected()
+    gc.set_threshold(1)
+    try:
+        during = _split(body)
+    finally:
+        gc.set_threshold(*threshold)
+    gc.collect()
+
+    assert escaped == []
+    assert during == ([True] * 20, 0)
+    records = [
+        {(spelling if k == "Call type" else k): v for k, v in r.items()} for r in _records(3)
+    ]
+    assert _split(_page(records)) == ([False] * 3, 3)  # the lesson was skipped, not half-learnt
+    native.learn(spelling, "call_type")
+    assert _split(_page(records)) == ([True] * 3, 0)
+    _assert_same(_page(records))
