@@ -81,7 +81,8 @@ class Deployment:
                 "CDR_PUBLISHER_DEPLOYMENT_ID": self.prefix,
                 "CDR_PUBLISHER_TOPIC_PARTITIONS": "3",
                 "CDR_PUBLISHER_TOPIC_REPLICATION_FACTOR": "1",
-                "CDR_PUBLISHER_LOG_LEVEL": "INFO",
+                # BENCH_LOG_LEVEL=DEBUG: every Webex reply in the replicas' logs, to see a slow run.
+                "CDR_PUBLISHER_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
                 # Replicas side by side: each its own port (logged), unless the caller picks one.
                 "CDR_PUBLISHER_HTTP_PORT": "0",
                 **self.extra,

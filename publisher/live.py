@@ -10,6 +10,7 @@ transaction that moves the cursor past it, and handed to ``on_gap`` to run.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -202,8 +203,10 @@ class LiveTask(Task[Cursor]):
             position = self.cursor or self.ctx.clock()
         seq = self.position.seq if self.position else 0
         limiter = client.limiter
+        # Read before the sends, and rounded down: never later than what they show.
+        read_at = math.floor(time.time() * 1000) / 1000
         sends = (sends_as_unix(limiter, Kind.INITIAL), sends_as_unix(limiter, Kind.PAGE))
-        return Cursor(position, client.base_url, seq, self.ctx.clock(), sends)
+        return Cursor(position, client.base_url, seq, self.ctx.clock(), sends, read_at)
 
     def _report_problem(self, problem: str) -> None:
         """Write the org's problem to the state topic (once per change), for ``state``."""

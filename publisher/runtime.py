@@ -276,11 +276,12 @@ class Runtime:
         if len(self._limiters) > fresh:
             # A new limiter in this process: a previous process may have spent this minute's
             # budget of the token. Count what its last commit recorded, and a request with its
-            # retries it may have made after that commit.
+            # retries it may have made after that commit (no more than its limiter allowed).
             unrecorded = 1 + CLIENT_RETRIES
             recorded = cursor.sends if cursor else ((), ())
+            recorded_at = cursor.sends_at if cursor else None
             for kind, times in zip((Kind.INITIAL, Kind.PAGE), recorded, strict=True):
-                seed_from_unix(limiter, kind, times, unrecorded=unrecorded)
+                seed_from_unix(limiter, kind, times, unrecorded=unrecorded, recorded_at=recorded_at)
         chosen = entry.locations if locations is None else locations
         if list(chosen) != settings.webex_locations:
             settings = settings.model_copy(update={"webex_locations": list(chosen)})

@@ -82,6 +82,9 @@ class Cursor:
     sends: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
     """Unix times of the token's last initial and page requests when this was written, so a
     restarted process does not spend the same minute's rate budget again."""
+    sends_at: float | None = None
+    """The Unix time ``sends`` were read from the limiter (None in records written before it
+    was kept): the next owner bounds the requests that may have followed by it."""
 
     def committed(self, seq: int, now: datetime) -> Cursor:
         return replace(self, seq=seq, committed_at=now)
@@ -93,8 +96,11 @@ class Cursor:
             "seq": self.seq,
             "committed_at": format_timestamp(self.committed_at),
         }
-        if any(self.sends):
-            data["sends"] = {"initial": list(self.sends[0]), "page": list(self.sends[1])}
+        if any(self.sends) or self.sends_at is not None:
+            sends: dict[str, object] = {"initial": list(self.sends[0]), "page": list(self.sends[1])}
+            if self.sends_at is not None:
+                sends["at"] = self.sends_at
+            data["sends"] = sends
         return orjson.dumps(data)
 
     @classmethod
@@ -107,7 +113,13 @@ class Cursor:
             seq=int(data["seq"]),
             committed_at=parse_timestamp(data["committed_at"]),
             sends=(_times(sends.get("initial")), _times(sends.get("page"))),
+            sends_at=_time(sends.get("at")),
         )
+
+
+def _time(value: object) -> float | None:
+    # bool is an int: a hand-edited true is no time.
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _times(value: object) -> tuple[float, ...]:

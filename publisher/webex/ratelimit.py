@@ -73,8 +73,9 @@ class _Window:
         if per_minute <= 0:
             raise ValueError("a rate must be positive")
         self.limit = max(1, int(per_minute))
+        self.period = self.limit * 60.0 / per_minute
         # Slack covers clock drift between our count and Webex's.
-        self.span = self.limit * 60.0 / per_minute * (1.0 + slack)
+        self.span = self.period * (1.0 + slack)
         self.slots: list[Slot] = []
 
     def free_at(self) -> float:
@@ -184,6 +185,25 @@ class RateLimiter:
     def limit(self, kind: Kind) -> int:
         return self._windows[kind].limit
 
+    def sends_possible(self, kind: Kind, held: list[float], *, since: float, until: float) -> int:
+        """How many requests of ``kind`` a limiter of these rates holding ``held`` at ``since``
+        could have let go by ``until`` (at most the limit: more never count in one span).
+
+        An upper bound: each counted as answered the moment it was sent, each sent the moment
+        its place came free, with no slack."""
+        window = self._windows[kind]
+        times = sorted(held)
+        count = 0
+        at = since
+        while count < window.limit:
+            if len(times) >= window.limit:
+                at = max(at, times[-window.limit] + window.period)
+            if at > until:
+                break
+            times = sorted([*times, at])
+            count += 1
+        return count
+
     def defer(self, seconds: float) -> None:
         """Hold every request of this token for ``seconds`` from now (a 429's Retry-After)."""
         with self._lock:
@@ -252,6 +272,10 @@ def limiter_for(identity: str, *, initial_per_minute: float, page_per_minute: fl
     )
 
 
+_RECORDED_PRECISION_S = 0.001
+"""The state topic keeps send times to the millisecond (:func:`sends_as_unix`)."""
+
+
 def sends_as_unix(
     limiter: RateLimiter,
     kind: Kind,
@@ -270,12 +294,27 @@ def seed_from_unix(
     times: tuple[float, ...],
     *,
     unrecorded: int,
+    recorded_at: float | None = None,
     unix: Clock = time.time,
     monotonic: Clock = time.monotonic,
 ) -> None:
-    """Count a previous process's recorded sends (Unix times) and ``unrecorded`` more made just
-    now (those after its last commit: a request and its retries), at most the kind's limit."""
+    """Count a previous process's recorded sends (Unix times, read from its limiter at Unix
+    time ``recorded_at``) and the requests it may have made after that, taken as made just now:
+    at most ``unrecorded`` (a request and its retries), and no more than its own limiter could
+    have let go since ``recorded_at``.
+
+    That last bound is what keeps a move cheap: a token that spent its one request of the
+    minute just before the move could send no other, so the new owner waits out what is left of
+    that minute, not a whole new one from the move."""
     now = monotonic()
     offset = now - unix()
-    phantoms = [now] * min(unrecorded, limiter.limit(kind))
-    limiter.seed(kind, [t + offset for t in times if t + offset <= now] + phantoms)
+    held = [t + offset for t in times if t + offset <= now]
+    possible = min(unrecorded, limiter.limit(kind))
+    if recorded_at is not None and recorded_at + offset <= now:
+        # Recorded to the millisecond, so up to half of one later than they were: the bound
+        # takes them a millisecond earlier, which can only let it count more.
+        earliest = [t - _RECORDED_PRECISION_S for t in held]
+        possible = min(
+            possible, limiter.sends_possible(kind, earliest, since=recorded_at + offset, until=now)
+        )
+    limiter.seed(kind, held + [now] * possible)

@@ -40,3 +40,21 @@ def test_a_slot_given_away_and_taken_back_seeds_from_the_state_topic() -> None:
     assert len(first) == len(kept)
     # The other replica's twelve sends and the unrecorded tail of its last request.
     assert len(back) > len(first) + len(other_replicas) - 1
+
+
+def test_a_new_owner_bounds_the_unrecorded_requests_by_the_recorded_time() -> None:
+    """Webex's 1 initial request a minute, sent 5 s before the move and recorded 1 s after it
+    was sent: the old owner could not have sent another, so the new one waits the 55 s left of
+    that minute (with the limiter's 1 % slack), not a minute from the move."""
+    settings = Settings(org_id="org-1", webex_token="t")  # type: ignore[arg-type]
+    runtime = Runtime(settings, health=Health())
+    org = OrgState(settings.deployment_id, "org-1")
+    now = time.time()
+    org.cursors[LIVE_JOB] = Cursor(
+        datetime.now(UTC), None, 1, datetime.now(UTC), sends=((now - 5,), ()), sends_at=now - 4
+    )
+
+    client = runtime.client(org, priority=0, sleep=time.sleep, locations=None)
+    wait = client._limiter.next_free(Kind.INITIAL) - time.monotonic()
+
+    assert 55.0 < wait < 56.0, wait

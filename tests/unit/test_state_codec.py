@@ -115,3 +115,16 @@ def test_expired_shared_marks_are_tombstoned_by_the_next_commit() -> None:
     assert dict(write.records)[old] is None
     assert 1 not in state.table("live")
     assert 2 in state.table("live")
+
+
+def test_a_cursor_keeps_when_its_sends_were_read() -> None:
+    """The next owner bounds the requests that may have followed the record by the time its
+    sends were read; a record written before that was kept reads as None (the old bound)."""
+    cursor = Cursor(NOW, None, 3, NOW, sends=((1.5, 2.25), (3.0,)), sends_at=4.125)
+
+    assert Cursor.decode(cursor.encode()) == cursor
+    old = orjson.loads(cursor.encode())
+    del old["sends"]["at"]
+    assert Cursor.decode(orjson.dumps(old)).sends_at is None
+    old["sends"]["at"] = True  # not a time
+    assert Cursor.decode(orjson.dumps(old)).sends_at is None
