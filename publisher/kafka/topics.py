@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
+from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
@@ -12,12 +16,32 @@ from publisher.errors import ConfigError, KafkaError
 from publisher.settings import Settings
 
 TIMEOUT_S = 30.0
+# A topic created a moment ago can be unknown to DescribeConfigs for a while (measured: a fresh
+# clone's test saw UNKNOWN_TOPIC_OR_PART right after create_topics succeeded).
+UNKNOWN_TOPIC_WAIT_S = 15.0
 
 
-def _describe_policy(admin: AdminClient, topic: str) -> str:
+def _describe_policy(
+    admin: AdminClient,
+    topic: str,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> str:
     resource = ConfigResource(ResourceType.TOPIC, topic)
-    configs = admin.describe_configs([resource])[resource].result(timeout=TIMEOUT_S)
-    return str(configs["cleanup.policy"].value)
+    deadline = clock() + UNKNOWN_TOPIC_WAIT_S
+    while True:
+        try:
+            configs = admin.describe_configs([resource])[resource].result(timeout=TIMEOUT_S)
+            return str(configs["cleanup.policy"].value)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            unknown = isinstance(error, RdKafkaError) and error.code() == (
+                RdKafkaError.UNKNOWN_TOPIC_OR_PART
+            )
+            if not unknown or clock() >= deadline:
+                raise
+            sleep(0.25)
 
 
 def wanted_topics(settings: Settings) -> dict[str, NewTopic]:
