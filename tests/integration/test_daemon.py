@@ -24,6 +24,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from publisher.events import unframe
 from publisher.simulator.faults import Faults
 from publisher.simulator.server import Simulator, SimulatorConfig
+from publisher.state.codec import Cursor
 from tests.integration.conftest import PrivateKafka
 from tests.integration.daemon_helpers import (
     DaemonEnv,
@@ -140,6 +141,27 @@ def test_sigkill_twenty_times_loses_and_duplicates_nothing(
     assert stats["5xx"] > 0, f"the 5xx path was not exercised: {stats}"
 
 
+def _publish_through_broker_outage(
+    private_kafka: PrivateKafka, env: DaemonEnv, log: Path, *, away_s: float, timeout: float
+) -> Cursor:
+    """Start the daemon, pull the broker away mid-stream for ``away_s``, bring it back: the
+    cursor once the daemon caught up with commits made after the return."""
+    proc = env.start(log)
+    try:
+        wait_for_cursor(env, 0, timeout=90, proc=proc, log=log)
+        private_kafka.stop()
+        time.sleep(away_s)
+        assert proc.poll() is None, f"daemon died without its broker:\n{log.read_text()[-3000:]}"
+        restarted = time.time()
+        private_kafka.start()
+        return wait_for_cursor(
+            env, _caught_up_target(), timeout=timeout, proc=proc, log=log, committed_after=restarted
+        )
+    finally:
+        private_kafka.start()  # a no-op when it already runs
+        assert stop(proc) == 0
+
+
 def test_broker_restart_during_publishing(
     private_kafka: PrivateKafka, registry_url: str, unique_name: str, tmp_path: Path
 ) -> None:
@@ -149,24 +171,9 @@ def test_broker_restart_during_publishing(
         env = DaemonEnv(
             private_kafka.bootstrap_servers, registry_url, sim.base_url, prefix=unique_name
         )
-        log = tmp_path / "daemon.log"
-        proc = env.start(log)
-        try:
-            # Let it start publishing, then pull the broker away mid-stream.
-            wait_for_cursor(env, 0, timeout=90, proc=proc, log=log)
-            private_kafka.stop()
-            time.sleep(8)
-            assert proc.poll() is None, (
-                f"daemon died without its broker:\n{log.read_text()[-3000:]}"
-            )
-            restarted = time.time()
-            private_kafka.start()
-            cursor = wait_for_cursor(
-                env, _caught_up_target(), timeout=240, proc=proc, log=log, committed_after=restarted
-            )
-        finally:
-            private_kafka.start()  # a no-op when it already runs
-            assert stop(proc) == 0
+        cursor = _publish_through_broker_outage(
+            private_kafka, env, tmp_path / "daemon.log", away_s=8, timeout=240
+        )
 
         _assert_exactly_once(env, sim, cursor.position)
 
@@ -185,22 +192,7 @@ def test_a_broker_outage_longer_than_the_group_session_is_survived(
             extra={"CDR_PUBLISHER_GROUP_SESSION_TIMEOUT_SECONDS": "6"},
         )  # fmt: skip
         log = tmp_path / "daemon.log"
-        proc = env.start(log)
-        try:
-            wait_for_cursor(env, 0, timeout=90, proc=proc, log=log)
-            private_kafka.stop()
-            time.sleep(15)
-            assert proc.poll() is None, (
-                f"daemon died without its broker:\n{log.read_text()[-3000:]}"
-            )
-            restarted = time.time()
-            private_kafka.start()
-            cursor = wait_for_cursor(
-                env, _caught_up_target(), timeout=180, proc=proc, log=log, committed_after=restarted
-            )
-        finally:
-            private_kafka.start()
-            assert stop(proc) == 0
+        cursor = _publish_through_broker_outage(private_kafka, env, log, away_s=15, timeout=180)
 
         assert '"msg":"slots lost"' in log.read_text(), "the outage did not outlast the session"
         _assert_exactly_once(env, sim, cursor.position)
